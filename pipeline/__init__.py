@@ -1,0 +1,5 @@
+"""quota-pipeline: quota threshold alerts for API gateways, as a Kafka streaming pipeline."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

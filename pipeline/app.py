@@ -1,0 +1,95 @@
+"""The faust App: its settings, topics and tables. Agents live in their own modules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import SchemaT, TableT
+
+from pipeline.config import Settings
+
+#: Record keys and values travel as bytes: we decode them ourselves so that a bad record becomes
+#: a pipeline.rejected record with a reason instead of a faust decode error that skips it.
+RAW: SchemaT[bytes, bytes] = faust.Schema(
+    key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The contract topics, as faust topics."""
+
+    requests: faust.TopicT
+    sessions: faust.TopicT
+    triggers: faust.TopicT
+    rejected: faust.TopicT
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Changelogged state, co-partitioned with the topics keyed by API key."""
+
+    #: API key -> the fields of its Session the pipeline reads (monitoring.compact_session).
+    sessions: TableT[str, Any]
+    #: API key -> its UsageState, as JSON.
+    key_usage: TableT[str, Any]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Everything a worker runs, built once from the settings."""
+
+    app: faust.App
+    settings: Settings
+    topics: Topics
+    tables: Tables
+
+
+def broker_urls(bootstrap_servers: str) -> list[str]:
+    """faust wants one ``kafka://`` URL per bootstrap server."""
+    return [
+        f"kafka://{server.strip()}" for server in bootstrap_servers.split(",") if server.strip()
+    ]
+
+
+def create_app(settings: Settings, **overrides: Any) -> faust.App:
+    """A faust App configured from the settings; ``overrides`` are for tests."""
+    options: dict[str, Any] = {
+        "broker": broker_urls(settings.kafka.bootstrap_servers),
+        "store": "rocksdb://" if settings.store == "rocksdb" else "memory://",
+        "datadir": str(settings.data_dir),
+        "topic_partitions": settings.kafka.partitions,
+        "topic_replication_factor": settings.kafka.replication_factor,
+        "web_port": settings.web.port,
+        "web_bind": settings.web.bind,
+        "web_host": settings.web.bind,
+        "autodiscover": False,
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": -1,
+    }
+    options.update(overrides)
+    return faust.App(settings.app_id, **options)
+
+
+def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
+    """The App with the contract's topics and the tables; agents are attached by the caller."""
+    app = create_app(settings, **overrides)
+    names = settings.topics
+    topics = Topics(
+        requests=app.topic(names.requests, schema=RAW),
+        sessions=app.topic(names.sessions, schema=RAW),
+        triggers=app.topic(names.triggers, schema=RAW),
+        rejected=app.topic(names.rejected, schema=RAW),
+    )
+    table_options: dict[str, Any] = {
+        "partitions": settings.kafka.partitions,
+        # str keys; values are plain JSON documents (faust's json codec, orjson underneath).
+        "schema": faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
+    }
+    tables = Tables(
+        sessions=app.Table("sessions", **table_options),
+        key_usage=app.Table("key_usage", **table_options),
+    )
+    return Pipeline(app=app, settings=settings, topics=topics, tables=tables)

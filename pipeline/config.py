@@ -1,0 +1,258 @@
+"""One frozen settings tree, built once at start-up from the config file and QP_ environment.
+
+Precedence, lowest first: defaults, the config file (JSON or TOML, named by ``--config`` or
+``QP_CONFIG``), nested environment overrides (``QP_<SECTION>__<FIELD>``, e.g.
+``QP_MONITOR__GLOBAL_TRIGGER_LIMIT=80``), and the documented short variables
+(``QP_KAFKA_BOOTSTRAP``, ``QP_WEB_PORT`` ...). Secrets are ``SecretStr``: masked in every repr
+and log line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from pipeline.errors import ConfigError
+
+#: Short environment variables documented in the README, mapped to their place in the tree.
+SHORT_ENV_VARS: dict[str, tuple[str, ...]] = {
+    "QP_KAFKA_BOOTSTRAP": ("kafka", "bootstrap_servers"),
+    "QP_WEB_PORT": ("web", "port"),
+    "QP_WEB_BIND": ("web", "bind"),
+    "QP_WEB_TOKEN": ("web", "token"),
+    "QP_TEMPLATES_DIR": ("templates_dir",),
+}
+
+
+class _Section(BaseModel):
+    """Our own sections: frozen, and a misspelt key is an error rather than silently ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _TykSection(BaseModel):
+    """Sections copied from tyk.conf or the dashboard config: keys we do not use are ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    #: Partitions of the topics `topics create` makes (and of faust's internal topics).
+    partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+
+class TopicNames(_Section):
+    requests: str = "gateway.requests"
+    sessions: str = "quota.sessions"
+    orgs: str = "quota.orgs"
+    triggers: str = "quota.triggers"
+    portal_events: str = "portal.events"
+    dlq: str = "notifications.dlq"
+    rejected: str = "pipeline.rejected"
+
+
+class WebhookConfig(_TykSection):
+    """Tyk's ``monitor.configuration``: the monitor webhook."""
+
+    method: str = "POST"
+    target_path: str = ""
+    template_path: str = ""
+    header_map: dict[str, str] = Field(default_factory=dict)
+    #: Tyk's cooldown in seconds: an identical body to the same target is not re-sent within it.
+    event_timeout: float = 0
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        # Tyk turns any other method into GET; so do we.
+        upper = value.upper()
+        return upper if upper in {"GET", "PUT", "POST", "DELETE", "PATCH"} else "GET"
+
+
+class MonitorConfig(_TykSection):
+    """Tyk's tyk.conf ``monitor`` section, read as-is, plus ``global_trigger_limits``."""
+
+    enable_trigger_monitors: bool = False
+    global_trigger_limit: float = 0
+    global_trigger_limits: tuple[float, ...] = ()
+    monitor_user_keys: bool = False
+    monitor_org_keys: bool = False
+    configuration: WebhookConfig = Field(default_factory=WebhookConfig)
+
+    @field_validator("global_trigger_limits")
+    @classmethod
+    def _percentages(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        for limit in value:
+            if not 0 < limit <= 100:
+                raise ValueError(f"trigger limit {limit} is outside (0, 100]")
+        return value
+
+    def global_thresholds(self) -> frozenset[float]:
+        """The global thresholds: the list when given, else the single limit when above 0."""
+        if self.global_trigger_limits:
+            return frozenset(self.global_trigger_limits)
+        if 0 < self.global_trigger_limit <= 100:
+            return frozenset({self.global_trigger_limit})
+        return frozenset()
+
+
+class EmailProviderSettings(_TykSection):
+    """Tyk's ``email_backend.settings``, keys spelt as Tyk spells them."""
+
+    SMTPAddress: str = ""
+    SMTPUsername: str = ""
+    SMTPPassword: SecretStr = SecretStr("")
+    TLSInsecureSkipVerify: bool = False
+    ClientKey: SecretStr = SecretStr("")
+    Domain: str = ""
+    PrivateKey: SecretStr = SecretStr("")
+    PublicKey: SecretStr = SecretStr("")
+    Region: str = ""
+    Endpoint: str = ""
+    AccessKeyId: str = ""
+    SecretAccessKey: SecretStr = SecretStr("")
+    CharSet: str = "UTF-8"
+
+
+class EmailBackend(_TykSection):
+    """Tyk Dashboard's ``email_backend`` section."""
+
+    enable_email_notifications: bool = False
+    code: Literal["smtp", "sendgrid", "mailgun", "mandrill", "amazonses"] = "smtp"
+    settings: EmailProviderSettings = Field(default_factory=EmailProviderSettings)
+    default_from_email: str = "quota-pipeline@localhost"
+    default_from_name: str = "quota-pipeline"
+    #: Provider API base URLs, e.g. {"sendgrid": "http://127.0.0.1:8025"}; defaults are public.
+    base_urls: dict[str, str] = Field(default_factory=dict)
+
+
+class DeliverySettings(_Section):
+    #: Networks that targets may resolve into despite being non-global (loopback in the demo).
+    allow_networks: tuple[str, ...] = ()
+    #: Seconds to wait before each retry; its length is the number of retries.
+    retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    timeout: float = Field(default=15, gt=0)
+    connect_timeout: float = Field(default=5, gt=0)
+    signing_secrets: tuple[SecretStr, ...] = ()
+    max_payload_bytes: int = Field(default=262_144, ge=1)
+    #: In-flight deliveries per worker, and per endpoint within that.
+    concurrency: int = Field(default=64, ge=1)
+    per_endpoint_concurrency: int = Field(default=8, ge=1)
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{network!r} is not a network") from exc
+        return value
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _non_negative(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(delay < 0 for delay in value):
+            raise ValueError("retry delays must be >= 0")
+        return value
+
+
+class WebSettings(_Section):
+    port: int = Field(default=6066, ge=0, le=65535)
+    bind: str = "127.0.0.1"
+    token: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    """Everything a quota-pipeline process is told; see DESIGN.md "Config and command line"."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="QP_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    app_id: str = "quota-pipeline"
+    data_dir: Path = Path("data")
+    #: "rocksdb" in production; "memory" keeps tables in RAM (tests, throwaway runs).
+    store: Literal["rocksdb", "memory"] = "rocksdb"
+    templates_dir: Path | None = None
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicNames = Field(default_factory=TopicNames)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    email_backend: EmailBackend = Field(default_factory=EmailBackend)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: short variables, then QP_ nested variables, then the file (init kwargs).
+        return (_ShortEnvSource(settings_cls), env_settings, init_settings)
+
+
+class _ShortEnvSource(PydanticBaseSettingsSource):
+    """Reads the documented short variables (QP_KAFKA_BOOTSTRAP ...) into their nested places."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ builds the whole mapping
+
+    def __call__(self) -> dict[str, Any]:
+        tree: dict[str, Any] = {}
+        for variable, path in SHORT_ENV_VARS.items():
+            if (value := os.environ.get(variable)) is None:
+                continue
+            node = tree
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = value
+        return tree
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a JSON or TOML config file into a dict; any problem is one ConfigError line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data: Any = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        kind = "TOML" if path.suffix == ".toml" else "JSON"
+        raise ConfigError(f"config file {path} is not valid {kind}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold an object at the top level")
+    return data
+
+
+def load_settings(config_path: str | Path | None = None) -> Settings:
+    """Build the settings tree from the config file (argument, else QP_CONFIG) and environment."""
+    path = config_path or os.environ.get("QP_CONFIG") or None
+    file_data = read_config_file(Path(path)) if path else {}
+    try:
+        return Settings(**file_data)
+    except ValidationError as exc:
+        raise ConfigError(
+            describe_validation_error(exc, source=str(path or "environment"))
+        ) from exc
+
+
+def describe_validation_error(exc: ValidationError, *, source: str) -> str:
+    """One line naming the first bad setting, where it came from, and why."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"bad setting {where} in {source}: {first['msg']}{more}"

@@ -1,0 +1,68 @@
+"""The exception tree of quota-pipeline.
+
+    PipelineError                  root; never raised itself
+    ├── ConfigError                bad config file or environment value (exit status 2)
+    ├── UsageError                 a person gave the command line something unusable (exit 2)
+    ├── BrokerUnavailable          the Kafka bootstrap servers cannot be reached (exit 2)
+    ├── InvalidRecord              one input record breaks the contract: goes to pipeline.rejected
+    └── DeliveryError              a webhook or email attempt failed
+        ├── RetriableDeliveryError     worth another attempt later (retry_after may say when)
+        └── PermanentDeliveryError     will fail the same way again: dead-letter it
+
+Third-party errors are translated into these at one boundary each, ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Root of every error quota-pipeline raises on purpose."""
+
+    retriable: bool = False
+
+
+class ConfigError(PipelineError):
+    """The config file or a QP_ environment variable is unusable."""
+
+
+class UsageError(PipelineError):
+    """A command-line argument or input file is unusable."""
+
+
+class BrokerUnavailable(PipelineError):
+    """No Kafka broker answered at the configured bootstrap servers."""
+
+
+class InvalidRecord(PipelineError):
+    """An input record breaks the contract; ``reason`` is what goes to pipeline.rejected."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DeliveryError(PipelineError):
+    """One delivery attempt failed.
+
+    ``status`` is the HTTP (or SMTP) status when the peer answered, None otherwise.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RetriableDeliveryError(DeliveryError):
+    """A transient failure: network, timeout, 408, 429, 5xx, SMTP 4xx."""
+
+    retriable = True
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class PermanentDeliveryError(DeliveryError):
+    """A failure that repeats on retry: other 4xx, SMTP 5xx, refused target, bad payload."""

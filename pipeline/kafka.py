@@ -1,0 +1,119 @@
+"""Kafka clients for the command line: admin, producer, broker probe.
+
+aiokafka's errors are translated here, once, into :class:`BrokerUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import NamedTuple
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from pipeline.config import Settings
+from pipeline.errors import BrokerUnavailable
+
+#: A week; the dead-letter topic keeps four weeks so operators have time to redrive.
+DLQ_RETENTION_MS = 28 * 24 * 3600 * 1000
+
+
+class TopicSpec(NamedTuple):
+    name: str
+    config: dict[str, str]
+
+
+def contract_topics(settings: Settings) -> list[TopicSpec]:
+    """Every topic of the contract with its cleanup policy."""
+    names = settings.topics
+    delete = {"cleanup.policy": "delete"}
+    compact = {"cleanup.policy": "compact"}
+    return [
+        TopicSpec(names.requests, delete),
+        TopicSpec(names.sessions, compact),
+        TopicSpec(names.orgs, compact),
+        TopicSpec(names.triggers, delete),
+        TopicSpec(names.portal_events, delete),
+        TopicSpec(names.dlq, {**delete, "retention.ms": str(DLQ_RETENTION_MS)}),
+        TopicSpec(names.rejected, delete),
+    ]
+
+
+def _unavailable(settings: Settings, exc: BaseException) -> BrokerUnavailable:
+    return BrokerUnavailable(
+        f"no Kafka broker at {settings.kafka.bootstrap_servers} ({type(exc).__name__}); "
+        "start one with `deploy/kafka-local start` or set QP_KAFKA_BOOTSTRAP"
+    )
+
+
+@asynccontextmanager
+async def admin_client(
+    settings: Settings, timeout: float = 10
+) -> AsyncIterator[AIOKafkaAdminClient]:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka.bootstrap_servers, request_timeout_ms=int(timeout * 1000)
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+    except (TimeoutError, KafkaError, OSError) as exc:
+        await admin.close()
+        raise _unavailable(settings, exc) from exc
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def probe_broker(settings: Settings, timeout: float = 10) -> None:
+    """Raise BrokerUnavailable unless a broker answers a metadata request in time."""
+    async with admin_client(settings, timeout) as admin:
+        try:
+            await asyncio.wait_for(admin.list_topics(), timeout)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            raise _unavailable(settings, exc) from exc
+
+
+async def create_topics(
+    settings: Settings, specs: Iterable[TopicSpec], partitions: int
+) -> list[tuple[str, bool]]:
+    """Create each topic unless it exists; return (name, created) pairs. Idempotent."""
+    results: list[tuple[str, bool]] = []
+    async with admin_client(settings) as admin:
+        existing = set(await admin.list_topics())
+        for spec in specs:
+            if spec.name in existing:
+                results.append((spec.name, False))
+                continue
+            topic = NewTopic(
+                spec.name, partitions, settings.kafka.replication_factor, topic_configs=spec.config
+            )
+            try:
+                await admin.create_topics([topic])
+            except TopicAlreadyExistsError:
+                results.append((spec.name, False))  # created concurrently by someone else
+            else:
+                results.append((spec.name, True))
+    return results
+
+
+@asynccontextmanager
+async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    """An idempotent producer that waits for every replica (acks=all)."""
+    client = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+    )
+    try:
+        await asyncio.wait_for(client.start(), 15)
+    except (TimeoutError, KafkaError, OSError) as exc:
+        await client.stop()
+        raise _unavailable(settings, exc) from exc
+    try:
+        yield client
+    finally:
+        await client.stop()

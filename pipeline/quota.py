@@ -1,0 +1,164 @@
+"""Quota periods and threshold crossing: the monitor's decisions, as pure functions.
+
+A subject (a key or an org) has at most two periods kept: the current one and the previous one.
+A period opens at the event time of the first record when none is open and lasts the renewal
+rate (forever when the quota never renews); the first record at or after its end opens the next.
+Each threshold fires once per period, when usage first reaches it; records of one call fire in
+arrival order and, within a record, ascending. A late record counts towards the period it falls
+in while that period is kept, and can only fire in that period; older ones are not counted.
+Nothing here reads a clock or does I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
+
+NEVER = math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a subject's usage is measured against."""
+
+    #: Requests allowed per period; <= 0 means unlimited (never fires).
+    quota_max: float
+    #: Seconds per period; <= 0 means the quota never renews (one period, forever).
+    renewal_rate: float
+    #: Percentages in (0, 100] that fire; empty means nothing to watch.
+    thresholds: frozenset[float] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """One quota period of one subject."""
+
+    start: float
+    #: Exclusive end; NEVER for a quota that does not renew.
+    end: float
+    usage: int = 0
+    #: Thresholds already fired in this period.
+    fired: frozenset[float] = frozenset()
+
+    def holds(self, ts: float) -> bool:
+        return self.start <= ts < self.end
+
+
+@dataclass(frozen=True, slots=True)
+class UsageState:
+    """What the monitor keeps per subject: bounded to two periods."""
+
+    current: Period | None = None
+    previous: Period | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "current": _period_to_json(self.current),
+            "previous": _period_to_json(self.previous),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UsageState:
+        return cls(_period_from_json(data.get("current")), _period_from_json(data.get("previous")))
+
+
+class Crossing(NamedTuple):
+    """A threshold reached in a period: what a TriggerExceeded event reports."""
+
+    threshold: float
+    #: Usage of the period right after the record that reached the threshold.
+    usage: int
+    period_start: float
+    period_end: float
+    #: Event time of that record.
+    ts: float
+
+
+class Applied(NamedTuple):
+    """The result of applying records to a subject's state."""
+
+    state: UsageState
+    crossings: list[Crossing]
+    #: Requests too late for any kept period: not counted.
+    dropped: int
+
+
+def open_period(ts: float, limits: Limits) -> Period:
+    """The period a record opens when no period is open at its time."""
+    end = ts + limits.renewal_rate if limits.renewal_rate > 0 else NEVER
+    return Period(start=ts, end=end)
+
+
+def reached(period: Period, limits: Limits) -> list[float]:
+    """Thresholds the period's usage has reached and that have not fired yet, ascending."""
+    if limits.quota_max <= 0 or not limits.thresholds:
+        return []
+    scaled_usage = period.usage * 100
+    return sorted(
+        threshold
+        for threshold in limits.thresholds
+        if threshold not in period.fired and scaled_usage >= threshold * limits.quota_max
+    )
+
+
+def _add(period: Period, count: int, ts: float, limits: Limits) -> tuple[Period, list[Crossing]]:
+    period = replace(period, usage=period.usage + count)
+    new = reached(period, limits)
+    if not new:
+        return period, []
+    period = replace(period, fired=period.fired | frozenset(new))
+    return period, [Crossing(t, period.usage, period.start, period.end, ts) for t in new]
+
+
+def apply_records(
+    state: UsageState, records: Iterable[tuple[float, int]], limits: Limits
+) -> Applied:
+    """Apply ``(ts, count)`` records, in arrival order, to a subject's usage state."""
+    current, previous = state.current, state.previous
+    crossings: list[Crossing] = []
+    dropped = 0
+    for ts, count in records:
+        if current is None or ts >= current.end:
+            # Periods roll on the first record at or after the end, never on a clock.
+            previous, current = current, open_period(ts, limits)
+        if ts >= current.start:
+            current, fired = _add(current, count, ts, limits)
+        elif previous is not None and previous.holds(ts):
+            previous, fired = _add(previous, count, ts, limits)
+        else:
+            dropped += count
+            continue
+        crossings.extend(fired)
+    return Applied(UsageState(current, previous), crossings, dropped)
+
+
+def reset(state: UsageState) -> UsageState:
+    """Close the current period now (Tyk resets a key's quota when the key is updated)."""
+    if state.current is None:
+        return state
+    return UsageState(current=None, previous=state.current)
+
+
+def _period_to_json(period: Period | None) -> dict[str, Any] | None:
+    if period is None:
+        return None
+    return {
+        "start": period.start,
+        "end": None if period.end == NEVER else period.end,
+        "usage": period.usage,
+        "fired": sorted(period.fired),
+    }
+
+
+def _period_from_json(data: dict[str, Any] | None) -> Period | None:
+    if data is None:
+        return None
+    end = data["end"]
+    return Period(
+        start=data["start"],
+        end=NEVER if end is None else end,
+        usage=data["usage"],
+        fired=frozenset(data["fired"]),
+    )

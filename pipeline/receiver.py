@@ -1,0 +1,96 @@
+"""A local webhook receiver: the demo prints what it gets, the tests assert on it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class ReceivedWebhook:
+    """One request as the receiver saw it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    received_at: float
+
+
+@dataclass
+class WebhookReceiver:
+    """An aiohttp server on loopback that records every request and answers ``status``.
+
+    ``responder`` may choose the answer per request (tests use it to fail on purpose).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    status: int = 200
+    on_request: Callable[[ReceivedWebhook], None] | None = None
+    responder: Callable[[ReceivedWebhook], web.StreamResponse] | None = None
+    received: list[ReceivedWebhook] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+    _arrived: asyncio.Condition | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Binds the port (a free one when 0) and starts serving."""
+        self._arrived = asyncio.Condition()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        """Stops serving; idempotent."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> WebhookReceiver:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        received = ReceivedWebhook(
+            method=request.method,
+            path=request.path_qs,
+            headers=dict(request.headers),
+            body=await request.read(),
+            received_at=loop.time(),
+        )
+        self.received.append(received)
+        if self.on_request is not None:
+            self.on_request(received)
+        assert self._arrived is not None
+        async with self._arrived:
+            self._arrived.notify_all()
+        if self.responder is not None:
+            return self.responder(received)
+        return web.Response(status=self.status)
+
+    async def wait_for(self, count: int, timeout: float) -> list[ReceivedWebhook]:
+        """Wait until at least ``count`` requests arrived; TimeoutError after ``timeout``."""
+        assert self._arrived is not None, "start() the receiver first"
+        async with asyncio.timeout(timeout), self._arrived:
+            await self._arrived.wait_for(lambda: len(self.received) >= count)
+        return list(self.received)

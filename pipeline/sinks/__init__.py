@@ -1,0 +1,1 @@
+"""Delivery channels: each turns a ready request into one attempt and a classified outcome."""

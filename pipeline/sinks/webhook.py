@@ -1,0 +1,82 @@
+"""The webhook channel: one aiohttp ClientSession, keep-alive, no redirects, bounded time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from types import TracebackType
+
+import aiohttp
+
+from pipeline.errors import RetriableDeliveryError
+from pipeline.outcomes import classify_status
+from pipeline.webhooks import WebhookRequest, attempt_headers
+
+
+class WebhookSink:
+    """Sends webhook requests; :meth:`send` returns on 2xx and raises a DeliveryError otherwise."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        connect_timeout: float,
+        signing_secrets: Sequence[str] = (),
+        concurrency: int = 64,
+    ) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
+        self._signing_secrets = tuple(signing_secrets)
+        self._concurrency = concurrency
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Called once before the first send: opens the connection pool."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=self._concurrency),
+            )
+
+    async def stop(self) -> None:
+        """Closes the pool; idempotent."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def __aenter__(self) -> WebhookSink:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def send(self, request: WebhookRequest) -> int:
+        """One attempt. Returns the 2xx status; raises Retriable/PermanentDeliveryError."""
+        if self._session is None:
+            raise RuntimeError("WebhookSink.send called before start()")
+        now = time.time()
+        headers = attempt_headers(request, now=now, signing_secrets=self._signing_secrets)
+        try:
+            async with self._session.request(
+                request.method,
+                request.url,
+                data=request.body,
+                headers=headers,
+                allow_redirects=False,
+            ) as response:
+                await response.read()  # drain, so the connection is reused
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+        except TimeoutError as exc:
+            raise RetriableDeliveryError("timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise RetriableDeliveryError(f"connection failed: {exc}") from exc
+        error = classify_status(status, retry_after=retry_after, now=time.time())
+        if error is not None:
+            raise error
+        return status
