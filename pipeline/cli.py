@@ -103,9 +103,8 @@ async def create_topics_command(settings: Settings, partitions: int | None) -> i
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.command != "worker":
-        # A short command reports an unreachable broker in one line of its own.
-        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    # An unreachable broker is reported in one line of our own, not aiokafka's log lines.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         settings = load_settings(args.config)
         status = run(args, settings)

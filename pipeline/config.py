@@ -245,14 +245,26 @@ def load_settings(config_path: str | Path | None = None) -> Settings:
     try:
         return Settings(**file_data)
     except ValidationError as exc:
-        raise ConfigError(
-            describe_validation_error(exc, source=str(path or "environment"))
-        ) from exc
+        raise ConfigError(describe_validation_error(exc, file=path)) from exc
 
 
-def describe_validation_error(exc: ValidationError, *, source: str) -> str:
+def environment_source(loc: tuple[str | int, ...]) -> str | None:
+    """The QP_ variable that set the setting at ``loc``, if one did."""
+    path = tuple(str(part) for part in loc)
+    for length in range(len(path), 0, -1):
+        prefix = path[:length]
+        short = next((name for name, at in SHORT_ENV_VARS.items() if at == prefix), None)
+        nested = "QP_" + "__".join(prefix).upper()
+        for variable in (short, nested):
+            if variable is not None and variable in os.environ:
+                return variable
+    return None
+
+
+def describe_validation_error(exc: ValidationError, *, file: str | Path | None) -> str:
     """One line naming the first bad setting, where it came from, and why."""
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    source = environment_source(first["loc"]) or (str(file) if file else "the defaults")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"bad setting {where} in {source}: {first['msg']}{more}"

@@ -19,7 +19,7 @@ Entries = list[tuple[str, bytes | None]]
 
 def mask(identifier: str) -> str:
     """Enough of an id for a person to find it, never a whole API key."""
-    if len(identifier) <= 8:
+    if len(identifier) <= 12:
         return identifier[:2] + "…"
     return f"{identifier[:4]}…{identifier[-4:]}"
 

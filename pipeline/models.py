@@ -87,7 +87,10 @@ class MonitorSettings(_Lenient):
     @field_validator("trigger_limits", mode="before")
     @classmethod
     def _null_is_empty(cls, value: Any) -> Any:
-        return () if value is None else value
+        # Tyk writes null for no limits; a JSON array arrives here as a list.
+        if value is None:
+            return ()
+        return tuple(value) if isinstance(value, list) else value
 
     @field_validator("trigger_limits")
     @classmethod
@@ -157,9 +160,10 @@ class Org(Quota):
 
 
 def _validate(model: type[_Lenient], raw: bytes) -> Any:
-    value = decode_json_object(raw)
+    decode_json_object(raw)  # for its clear reasons when the value is not a JSON object
     try:
-        return model.model_validate(value)
+        # Strict: "1000" is not a number and "80" is not a limit, as the JSON Schemas say.
+        return model.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])

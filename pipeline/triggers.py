@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from decimal import Decimal
 from typing import Any, Literal
 
 from pipeline.quota import NEVER, Crossing
@@ -14,8 +15,11 @@ TYK_FIELDS = ("event", "message", "org", "key", "trigger_limit")
 
 
 def format_limit(threshold: float) -> str:
-    """Tyk renders the limit as a string: "80", or "82.5" for a fractional limit."""
-    return f"{threshold:g}" if threshold != int(threshold) else str(int(threshold))
+    """The limit as a plain decimal string: "80", "82.5", "0.00001"; never an exponent.
+
+    The shortest repr of the float keeps every limit distinct, so ids never collide.
+    """
+    return format(Decimal(repr(float(threshold))).normalize(), "f")
 
 
 def trigger_id(

@@ -38,17 +38,19 @@ def attempt_headers(
 ) -> dict[str, str]:
     """Every header of one attempt: config headers, then ours (which config cannot override)."""
     timestamp = int(now)
-    headers = dict(request.extra_headers)
-    headers.update(
-        {
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            "webhook-id": request.event_id,
-            "webhook-timestamp": str(timestamp),
-        }
-    )
+    ours = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "webhook-id": request.event_id,
+        "webhook-timestamp": str(timestamp),
+    }
     if signing_secrets:
-        headers["webhook-signature"] = signature_header(
+        ours["webhook-signature"] = signature_header(
             signing_secrets, request.event_id, timestamp, request.body
         )
+    # Header names are case-insensitive: a config header that names one of ours in any case
+    # (or a stale signature when signing is off) is dropped, never sent beside ours.
+    reserved = {name.lower() for name in ours} | {"webhook-signature"}
+    headers = {k: v for k, v in request.extra_headers.items() if k.lower() not in reserved}
+    headers.update(ours)
     return headers

@@ -28,7 +28,13 @@ def build_worker_pipeline(settings: Settings) -> Pipeline:
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     """Run until SIGTERM or Ctrl-C. An unreachable broker raises BrokerUnavailable first."""
-    asyncio.run(probe_broker(settings))
+    # The probe reports an unreachable broker in our one line; faust's logging takes over after.
+    aiokafka_log = logging.getLogger("aiokafka")
+    aiokafka_log.setLevel(logging.CRITICAL)
+    try:
+        asyncio.run(probe_broker(settings))
+    finally:
+        aiokafka_log.setLevel(logging.NOTSET)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     pipeline = build_worker_pipeline(settings)
     worker = faust.Worker(pipeline.app, loglevel=loglevel, quiet=True)

@@ -1,0 +1,235 @@
+"""A real Kafka broker for the whole session (deploy/kafka-local on its own port and data),
+worker processes, and Kafka helpers for the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import socket
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
+from pipeline.config import Settings
+from pipeline.kafka import contract_topics, create_topics
+from pipeline.local import WorkerProcess, kafka_local
+from pipeline.receiver import WebhookReceiver
+
+#: Not 9092, so the suite never touches a developer's broker or the demo's.
+BROKER_PORT = int(os.environ.get("QP_TEST_KAFKA_PORT", "19092"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data = tmp_path_factory.mktemp("kafka-data")
+    kafka_local("start", port=BROKER_PORT, data=data)
+    try:
+        yield f"127.0.0.1:{BROKER_PORT}"
+    finally:
+        kafka_local("stop", port=BROKER_PORT, data=data)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def make_config(kafka_bootstrap: str, tmp_path: Path) -> Callable[..., dict[str, Any]]:
+    """Config dicts with their own app id and topics, so tests never share state."""
+    run = uuid.uuid4().hex[:8]
+    counter = itertools.count()
+
+    def make(**sections: Any) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "app_id": f"qp-test-{run}",
+            "data_dir": str(tmp_path / f"data-{next(counter)}"),
+            "kafka": {"bootstrap_servers": kafka_bootstrap, "partitions": 2},
+            "topics": {
+                name: f"t-{run}.{topic}" for name, topic in Settings().topics.model_dump().items()
+            },
+            "monitor": {
+                "enable_trigger_monitors": True,
+                "global_trigger_limits": [50, 80],
+                "monitor_user_keys": True,
+                "monitor_org_keys": True,
+            },
+            "delivery": {"allow_networks": ["127.0.0.0/8", "::1/128"], "timeout": 5},
+            "web": {"port": free_port()},
+        }
+        for name, value in sections.items():
+            if isinstance(value, dict) and isinstance(config.get(name), dict):
+                config[name] = {**config[name], **value}
+            else:
+                config[name] = value
+        return config
+
+    return make
+
+
+@pytest.fixture
+async def topics_of() -> Callable[[dict[str, Any]], Any]:
+    async def create(config: dict[str, Any]) -> Settings:
+        settings = Settings.model_validate(config)
+        await create_topics(settings, contract_topics(settings), settings.kafka.partitions)
+        return settings
+
+    return create
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start worker processes; every one still running is stopped after the test."""
+    workers: list[WorkerProcess] = []
+
+    async def start(config: dict[str, Any], name: str = "worker") -> WorkerProcess:
+        worker = WorkerProcess(config, tmp_path, name=f"{name}-{len(workers)}")
+        workers.append(worker)
+        worker.start()
+        await worker.wait_healthy()
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    async with WebhookReceiver() as server:
+        yield server
+
+
+async def produce(
+    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def request_count(key: str, ts: float, count: int = 1, org: str = "org1") -> tuple[bytes, bytes]:
+    return key.encode(), orjson.dumps({"ts": ts, "org_id": org, "key": key, "count": count})
+
+
+async def consume(
+    bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool], timeout: float = 60
+) -> list[Any]:
+    """Read ``topic`` from the beginning until ``until(records)`` holds; fail after timeout."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while not until(records):
+                batch = await consumer.getmany(timeout_ms=500)
+                for messages in batch.values():
+                    records.extend(messages)
+    except TimeoutError:
+        raise AssertionError(f"{topic}: condition not met; got {len(records)} records") from None
+    finally:
+        await consumer.stop()
+    return records
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Callable[..., Any]:
+    """Run the real `quota-pipeline` command with a config file; returns (status, out, err)."""
+
+    async def run(
+        config: dict[str, Any], *args: str, stdin: bytes | None = None
+    ) -> tuple[int, str, str]:
+        path = tmp_path / f"cli-{uuid.uuid4().hex[:6]}.json"
+        path.write_bytes(orjson.dumps(config))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("QP_")}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "pipeline",
+            "--config",
+            str(path),
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        out, err = await asyncio.wait_for(process.communicate(stdin), 60)
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
+
+    return run
+
+
+def key_in_same_partition(key: str, partitions: int) -> str:
+    """Another key that the default (murmur2) partitioner sends to the same partition."""
+    everyone = list(range(partitions))
+    target = DefaultPartitioner()(key.encode(), everyone, everyone)
+    prefix = uuid.uuid4().hex[:6]  # a fresh marker each time: its thresholds fire once
+    return next(
+        candidate
+        for candidate in (f"marker-{prefix}-{i}" for i in range(10_000))
+        if DefaultPartitioner()(candidate.encode(), everyone, everyone) == target
+    )
+
+
+async def sessions_loaded(
+    settings: Settings,
+    receiver: WebhookReceiver,
+    cli: Callable[..., Any],
+    config: dict[str, Any],
+    key: str,
+    timeout: float = 60,
+) -> str:
+    """Wait until the worker has read every session put so far into ``key``'s partition.
+
+    Puts a marker session into that partition after them, then produces marker requests until
+    the marker's trigger arrives: sessions of one partition are read in order, so by then the
+    earlier ones are in the table. Returns the marker key, whose webhooks tests can filter out.
+    """
+    marker = key_in_same_partition(key, settings.kafka.partitions)
+    session = {marker: {"org_id": "marker-org", "quota_max": 1, "quota_renewal_rate": 0}}
+    status, _, err = await cli(config, "sessions", "put", "-", stdin=orjson.dumps(session))
+    assert status == 0, err
+    seen = len(receiver.received)
+    async with asyncio.timeout(timeout):
+        while not any(
+            orjson.loads(hook.body).get("key") == marker for hook in receiver.received[seen:]
+        ):
+            await produce(
+                settings.kafka.bootstrap_servers,
+                settings.topics.requests,
+                [request_count(marker, time.time(), org="marker-org")],
+            )
+            with contextlib.suppress(TimeoutError):
+                await receiver.wait_for(len(receiver.received) + 1, timeout=0.5)
+    return marker

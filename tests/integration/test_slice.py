@@ -1,0 +1,181 @@
+"""The thin slice on a real broker: sessions in, request counts in, a webhook out."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import orjson
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from jsonschema import Draft202012Validator
+
+from tests.integration.conftest import (
+    consume,
+    produce,
+    request_count,
+    sessions_loaded,
+)
+
+SCHEMAS = Path(__file__).parents[2] / "schemas"
+TYK_FIELDS = {"event", "message", "org", "key", "trigger_limit", "usage_percentage"}
+
+
+def schema(name: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads((SCHEMAS / name).read_text()))
+
+
+async def test_topics_create_is_idempotent_with_contract_cleanup_policies(make_config, cli):
+    config = make_config()
+    status, out, _ = await cli(config, "topics", "create", "--partitions", "3")
+    assert status == 0
+    assert out.count("created") == 7
+    status, out, _ = await cli(config, "topics", "create")
+    assert status == 0
+    assert "created" not in out
+    assert out.count("exists") == 7
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=config["kafka"]["bootstrap_servers"])
+    await admin.start()
+    try:
+        topics = config["topics"]
+        described = await admin.describe_topics([topics["sessions"], topics["requests"]])
+        assert {len(t["partitions"]) for t in described} == {3}
+        resources = [
+            ConfigResource(ConfigResourceType.TOPIC, topics[name])
+            for name in ("requests", "sessions", "orgs", "dlq")
+        ]
+        responses = await admin.describe_configs(resources)
+        policies = {}
+        for response in responses:
+            for resource in response.to_object()["resources"]:
+                values = {c["config_names"]: c["config_value"] for c in resource["config_entries"]}
+                policies[resource["resource_name"]] = values["cleanup.policy"]
+        assert policies == {
+            topics["requests"]: "delete",
+            topics["sessions"]: "compact",
+            topics["orgs"]: "compact",
+            topics["dlq"]: "delete",
+        }
+    finally:
+        await admin.close()
+
+
+async def test_worker_posts_tyk_payload_when_a_key_crosses_global_thresholds(
+    make_config, cli, topics_of, start_worker, receiver
+):
+    config = make_config(
+        monitor={
+            "configuration": {
+                "target_path": f"{receiver.url}/alerts",
+                "header_map": {"X-Team": "quota"},
+            }
+        }
+    )
+    settings = await topics_of(config)
+    sessions = {"key-abc123": {"org_id": "org1", "quota_max": 10, "quota_renewal_rate": 3600}}
+    status, _, err = await cli(config, "sessions", "put", "-", stdin=orjson.dumps(sessions))
+    assert status == 0, err
+    await start_worker(config)
+    marker = await sessions_loaded(settings, receiver, cli, config, "key-abc123")
+
+    now = time.time()
+    await produce(
+        settings.kafka.bootstrap_servers,
+        settings.topics.requests,
+        [request_count("key-abc123", now + i) for i in range(9)],
+    )
+
+    await receiver.wait_for(len(receiver.received) + 2, timeout=60)
+    hooks = [h for h in receiver.received if orjson.loads(h.body)["key"] != marker]
+    bodies = [orjson.loads(hook.body) for hook in hooks]
+    assert [body["trigger_limit"] for body in bodies] == ["50", "80"]
+    for body in bodies:
+        assert set(body) == TYK_FIELDS
+        assert body["event"] == "TriggerExceeded"
+        assert body["message"] == "Quota trigger reached"
+        assert body["org"] == "org1"
+        assert body["key"] == "key-abc123"
+    assert [body["usage_percentage"] for body in bodies] == [50, 80]
+    assert all(hook.path == "/alerts" and hook.method == "POST" for hook in hooks)
+    assert all(hook.headers["X-Team"] == "quota" for hook in hooks)
+
+    records = await consume(
+        settings.kafka.bootstrap_servers, settings.topics.triggers, until=lambda r: len(r) >= 3
+    )
+    triggers = [record for record in records if record.key != marker.encode()]
+    events = [orjson.loads(record.value) for record in triggers]
+    for event in events:
+        schema("trigger_event.json").validate(event)
+    assert [hook.headers["webhook-id"] for hook in hooks] == [event["id"] for event in events]
+    assert [event["usage"] for event in events] == [5, 8]
+    assert all(record.key == b"key-abc123" for record in triggers)
+
+
+async def test_bad_records_are_rejected_with_a_reason_while_good_ones_flow(
+    make_config, cli, topics_of, start_worker, receiver
+):
+    config = make_config(monitor={"configuration": {"target_path": f"{receiver.url}/hook"}})
+    settings = await topics_of(config)
+    sessions = {"good-key-1": {"org_id": "org1", "quota_max": 2, "quota_renewal_rate": 60}}
+    status, _, err = await cli(config, "sessions", "put", "-", stdin=orjson.dumps(sessions))
+    assert status == 0, err
+    await start_worker(config)
+    marker = await sessions_loaded(settings, receiver, cli, config, "good-key-1")
+
+    bad = [
+        (b"good-key-1", b"not json"),
+        (b"good-key-1", orjson.dumps({"ts": 1, "org_id": "org1", "key": "good-key-1", "count": 0})),
+        (b"good-key-1", orjson.dumps({"org_id": "org1", "key": "good-key-1"})),
+    ]
+    now = time.time()
+    await produce(
+        settings.kafka.bootstrap_servers,
+        settings.topics.requests,
+        [*bad, request_count("good-key-1", now), request_count("good-key-1", now + 1)],
+    )
+
+    await receiver.wait_for(len(receiver.received) + 2, timeout=60)
+    bodies = [orjson.loads(h.body) for h in receiver.received]
+    assert [b["trigger_limit"] for b in bodies if b["key"] != marker] == ["50", "80"]
+    rejected = await consume(
+        settings.kafka.bootstrap_servers, settings.topics.rejected, until=lambda r: len(r) >= 3
+    )
+    payloads = [orjson.loads(record.value) for record in rejected]
+    for payload in payloads:
+        schema("rejected.json").validate(payload)
+        assert payload["topic"] == settings.topics.requests
+    by_value = {base64.b64decode(p["value_b64"]): p["reason"] for p in payloads}
+    assert by_value.keys() == {value for _, value in bad}
+    assert "not JSON" in by_value[b"not json"]
+    assert "count" in by_value[bad[1][1]]
+    assert "ts" in by_value[bad[2][1]]
+    offsets = sorted(p["offset"] for p in payloads)
+    assert len(set(offsets)) == 3
+
+
+async def test_key_without_session_never_triggers_and_a_session_applies_from_then_on(
+    make_config, cli, topics_of, start_worker, receiver
+):
+    config = make_config(monitor={"configuration": {"target_path": f"{receiver.url}/hook"}})
+    settings = await topics_of(config)
+    await start_worker(config)
+    bootstrap, requests = settings.kafka.bootstrap_servers, settings.topics.requests
+    # Without a session, 100 requests are not counted for the key. The marker's webhook,
+    # after them in the same partition, proves the worker has processed them.
+    now = time.time()
+    await produce(bootstrap, requests, [request_count("late-key-1", now, count=100)])
+    await sessions_loaded(settings, receiver, cli, config, "late-key-1")
+
+    sessions = {"late-key-1": {"org_id": "org1", "quota_max": 10, "quota_renewal_rate": 3600}}
+    status, _, err = await cli(config, "sessions", "put", "-", stdin=orjson.dumps(sessions))
+    assert status == 0, err
+    await sessions_loaded(settings, receiver, cli, config, "late-key-1")
+    await produce(bootstrap, requests, [request_count("late-key-1", now + 1, count=5)])
+
+    await receiver.wait_for(len(receiver.received) + 1, timeout=60)
+    bodies = [orjson.loads(h.body) for h in receiver.received]
+    ours = [b for b in bodies if b["key"] == "late-key-1"]
+    assert [(b["trigger_limit"], b["usage_percentage"]) for b in ours] == [("50", 50)]
