@@ -19,9 +19,11 @@ Entries = list[tuple[str, bytes | None]]
 
 def mask(identifier: str) -> str:
     """Enough of an id for a person to find it, never a whole API key."""
-    if len(identifier) <= 12:
-        return identifier[:2] + "…"
-    return f"{identifier[:4]}…{identifier[-4:]}"
+    # At most a third of the id shows, and never more than four characters at each end.
+    keep = min(4, (len(identifier) - 1) // 3)
+    if keep == 0:
+        return "…"
+    return f"{identifier[:keep]}…{identifier[-keep:]}"
 
 
 def parse_entries(text: str, source: str) -> Entries:
@@ -60,12 +62,19 @@ def _entries_of(mapping: dict[str, Any], source: str) -> Entries:
     return entries
 
 
-def validate_entries(entries: Entries, decode: Callable[[bytes | None], Any], source: str) -> None:
+def validate_entries(
+    entries: Entries,
+    decode: Callable[[bytes | None], Any],
+    source: str,
+    *,
+    show: Callable[[str], str] = mask,
+) -> None:
+    """Decode every entry; the first bad one is a UsageError naming it (API keys masked)."""
     for identifier, value in entries:
         try:
             decode(value)
         except InvalidRecord as exc:
-            raise UsageError(f"{source}: entry {mask(identifier)}: {exc.reason}") from exc
+            raise UsageError(f"{source}: entry {show(identifier)}: {exc.reason}") from exc
 
 
 def read_source(path: str) -> tuple[str, str]:
@@ -93,7 +102,7 @@ async def put_file(settings: Settings, kind: str, path: str) -> int:
         validate_entries(entries, decode_session, source)
         topic = settings.topics.sessions
     else:
-        validate_entries(entries, decode_org, source)
+        validate_entries(entries, decode_org, source, show=str)  # org ids are not secrets
         topic = settings.topics.orgs
     await publish(settings, topic, entries)
     return len(entries)

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import pytest
@@ -35,14 +35,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+class LocalBroker(NamedTuple):
+    port: int
+    data: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data = tmp_path_factory.mktemp("kafka-data")
-    kafka_local("start", port=BROKER_PORT, data=data)
+def local_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    broker = LocalBroker(BROKER_PORT, tmp_path_factory.mktemp("kafka-data"))
+    kafka_local("start", port=broker.port, data=broker.data)
     try:
-        yield f"127.0.0.1:{BROKER_PORT}"
+        yield broker
     finally:
-        kafka_local("stop", port=BROKER_PORT, data=data)
+        kafka_local("stop", port=broker.port, data=broker.data)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(local_broker: LocalBroker) -> str:
+    return local_broker.bootstrap
 
 
 def free_port() -> int:

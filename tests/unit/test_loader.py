@@ -157,8 +157,8 @@ def test_trigger_limit_150_is_refused_with_a_masked_id() -> None:
 def test_org_entries_validate_with_decode_org() -> None:
     entries = parse_entries(json.dumps({"org1": {"monitor": {"trigger_limits": [0]}}}), "orgs")
 
-    with pytest.raises(UsageError, match=r"orgs: entry or…: monitor\.trigger_limits"):
-        validate_entries(entries, decode_org, "orgs")
+    with pytest.raises(UsageError, match=r"orgs: entry org1: monitor\.trigger_limits"):
+        validate_entries(entries, decode_org, "orgs", show=str)
 
 
 # --- mask --------------------------------------------------------------------------------------
@@ -168,9 +168,11 @@ def test_org_entries_validate_with_decode_org() -> None:
     ("identifier", "expected"),
     [
         (KEY, "5f0c…1e7a"),
-        ("org1", "or…"),
-        ("abcdefgh", "ab…"),
-        ("a", "a…"),
+        ("org1", "o…1"),
+        ("abcdefgh", "ab…gh"),
+        ("demo-key-bob", "dem…bob"),
+        ("abc", "…"),
+        ("a", "…"),
         ("", "…"),
     ],
 )
