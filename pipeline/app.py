@@ -23,18 +23,25 @@ class Topics:
 
     requests: faust.TopicT
     sessions: faust.TopicT
+    orgs: faust.TopicT
     triggers: faust.TopicT
     rejected: faust.TopicT
+    #: Internal, keyed by org id: per-batch partial sums from the usage agent.
+    org_partials: faust.TopicT
 
 
 @dataclass(frozen=True)
 class Tables:
-    """Changelogged state, co-partitioned with the topics keyed by API key."""
+    """Changelogged state, co-partitioned with the topics keyed the same way."""
 
     #: API key -> the fields of its Session the pipeline reads (monitoring.compact_session).
     sessions: TableT[str, Any]
     #: API key -> its UsageState, as JSON.
     key_usage: TableT[str, Any]
+    #: org id -> its quota and event options (monitoring.compact_org).
+    orgs: TableT[str, Any]
+    #: org id -> its UsageState, as JSON.
+    org_usage: TableT[str, Any]
 
 
 @dataclass(frozen=True)
@@ -80,8 +87,15 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
     topics = Topics(
         requests=app.topic(names.requests, schema=RAW),
         sessions=app.topic(names.sessions, schema=RAW),
+        orgs=app.topic(names.orgs, schema=RAW),
         triggers=app.topic(names.triggers, schema=RAW),
         rejected=app.topic(names.rejected, schema=RAW),
+        org_partials=app.topic(
+            f"{settings.app_id}-org-partials",
+            schema=RAW,
+            internal=True,
+            partitions=settings.kafka.partitions,
+        ),
     )
     table_options: dict[str, Any] = {
         "partitions": settings.kafka.partitions,
@@ -91,5 +105,7 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
     tables = Tables(
         sessions=app.Table("sessions", **table_options),
         key_usage=app.Table("key_usage", **table_options),
+        orgs=app.Table("orgs", **table_options),
+        org_usage=app.Table("org_usage", **table_options),
     )
     return Pipeline(app=app, settings=settings, topics=topics, tables=tables)

@@ -14,7 +14,7 @@ from pipeline.app import Pipeline
 from pipeline.errors import DeliveryError, InvalidRecord
 from pipeline.models import decode_json_object
 from pipeline.sinks.webhook import WebhookSink
-from pipeline.usage_agent import send_rejection
+from pipeline.streams import send_rejection
 from pipeline.webhooks import WebhookRequest, default_trigger_body
 
 log = logging.getLogger(__name__)

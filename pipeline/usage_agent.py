@@ -1,12 +1,10 @@
-"""The usage agent: gateway.requests and quota.sessions in, quota.triggers out.
+"""The usage agent: gateway.requests and quota.sessions in, key triggers and org partials out.
 
 Thin wiring: decode, call the pure logic in :mod:`pipeline.quota`, write the tables, emit.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,14 +14,13 @@ import orjson
 from pipeline.app import Pipeline
 from pipeline.config import MonitorConfig
 from pipeline.errors import InvalidRecord
-from pipeline.models import decode_request_count, decode_session
+from pipeline.models import RequestCount, decode_request_count, decode_session
 from pipeline.monitoring import compact_session, watched_key
+from pipeline.partials import PartialSums, encode_partial
 from pipeline.quota import UsageState, apply_records, reset
-from pipeline.rejections import rejection
+from pipeline.streams import decode_batch, send_rejection
 from pipeline.tables import acting_for
 from pipeline.triggers import trigger_event
-
-log = logging.getLogger(__name__)
 
 #: Records per batch, and how long a batch may wait to fill: bounds trigger latency.
 BATCH_MAX = 2000
@@ -32,30 +29,6 @@ BATCH_WITHIN = 0.05
 
 def load_state(stored: dict[str, Any] | None) -> UsageState:
     return UsageState() if stored is None else UsageState.from_json(stored)
-
-
-async def send_rejection(pipeline: Pipeline, event: Any, reason: str) -> None:
-    """Route one bad record to pipeline.rejected; the stream goes on."""
-    message = event.message
-    await pipeline.topics.rejected.send(
-        key=message.key,
-        value=rejection(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            value=message.value,
-            reason=reason,
-            now=time.time(),
-        ),
-    )
-    log.info(
-        "rejected record topic=%s partition=%s offset=%s reason=%s",
-        message.topic,
-        message.partition,
-        message.offset,
-        reason,
-    )
 
 
 def attach_usage_agents(pipeline: Pipeline) -> None:
@@ -87,48 +60,46 @@ def attach_usage_agents(pipeline: Pipeline) -> None:
     @app.agent(topics.requests, name="usage")
     async def usage_agent(stream: Any) -> AsyncIterator[None]:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
-            # partition -> key -> [(ts, count)], in arrival order.
-            batch: dict[int, dict[str, list[tuple[float, int]]]] = defaultdict(
-                lambda: defaultdict(list)
-            )
-            last_event_of: dict[int, Any] = {}
-            org_of_key: dict[str, str] = {}
-            for event in events:
-                try:
-                    record = decode_request_count(event.value)
-                except InvalidRecord as exc:
-                    await send_rejection(pipeline, event, exc.reason)
-                    continue
-                partition = event.message.partition
-                batch[partition][record.key].append((record.ts, record.count))
-                last_event_of[partition] = event
-                org_of_key[record.key] = record.org_id
-            for partition, by_key in batch.items():
-                with acting_for(last_event_of[partition]):
-                    triggers = apply_batch(pipeline, by_key, org_of_key, monitor)
+            by_partition = await decode_batch(pipeline, events, decode_request_count)
+            partials = PartialSums()
+            for records in by_partition.values():
+                for _, record in records:
+                    partials.add(record.org_id, record.ts, record.count)
+            for records in by_partition.values():
+                last_event = records[-1][0]
+                with acting_for(last_event):
+                    triggers = apply_key_batch(pipeline, [r for _, r in records], monitor)
                     for key, payload in triggers:
                         await topics.triggers.send(key=key.encode(), value=payload)
+            # Every record counts for its org, whether or not its key has a session.
+            with acting_for(events[-1]):
+                for org_id, buckets in partials.items():
+                    await topics.org_partials.send(
+                        key=org_id.encode(), value=encode_partial(org_id, buckets)
+                    )
             yield None
 
 
-def apply_batch(
-    pipeline: Pipeline,
-    by_key: dict[str, list[tuple[float, int]]],
-    org_of_key: dict[str, str],
-    monitor: MonitorConfig,
+def apply_key_batch(
+    pipeline: Pipeline, records: list[RequestCount], monitor: MonitorConfig
 ) -> list[tuple[str, bytes]]:
     """Apply one partition's share of a batch to the key table; return the triggers to emit.
 
     Synchronous on purpose: no await between reading and writing a key's state.
     """
+    by_key: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    org_of_key: dict[str, str] = {}
+    for record in records:
+        by_key[record.key].append((record.ts, record.count))
+        org_of_key[record.key] = record.org_id
     sessions, key_usage = pipeline.tables.sessions, pipeline.tables.key_usage
     triggers: list[tuple[str, bytes]] = []
-    for key, records in by_key.items():
+    for key, counts in by_key.items():
         stored = sessions.get(key)
         if stored is None:
             continue  # no session: the key has no quota to watch (yet)
         watched = watched_key(stored, monitor)
-        applied = apply_records(load_state(key_usage.get(key)), records, watched.limits)
+        applied = apply_records(load_state(key_usage.get(key)), counts, watched.limits)
         key_usage[key] = applied.state.to_json()
         for crossing in applied.crossings:
             event = trigger_event(

@@ -11,6 +11,7 @@ from pipeline.app import Pipeline, build_pipeline
 from pipeline.config import Settings
 from pipeline.delivery_agent import attach_delivery_agent
 from pipeline.kafka import probe_broker
+from pipeline.org_agent import attach_org_agents
 from pipeline.usage_agent import attach_usage_agents
 from pipeline.web import attach_web
 
@@ -21,6 +22,7 @@ def build_worker_pipeline(settings: Settings) -> Pipeline:
     """The App with every agent and page a worker runs."""
     pipeline = build_pipeline(settings)
     attach_usage_agents(pipeline)
+    attach_org_agents(pipeline)
     attach_delivery_agent(pipeline)
     attach_web(pipeline)
     return pipeline

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline.config import Settings
@@ -247,3 +247,59 @@ async def sessions_loaded(
             with contextlib.suppress(TimeoutError):
                 await receiver.wait_for(len(receiver.received) + 1, timeout=0.5)
     return marker
+
+
+async def read_to_end(bootstrap: str, topic: str) -> list[Any]:
+    """Every committed record of ``topic`` up to its end offsets when called."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        if not tps:
+            return []  # the topic does not exist (yet)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records: list[Any] = []
+        async with asyncio.timeout(60):
+            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+                batch = await consumer.getmany(timeout_ms=500)
+                for messages in batch.values():
+                    records.extend(messages)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def table_state(settings: Settings, table: str) -> dict[str, Any]:
+    """The latest value of every key of a worker table, read from its changelog topic."""
+    topic = f"{settings.app_id}-{table}-changelog"
+    state: dict[str, Any] = {}
+    for record in await read_to_end(settings.kafka.bootstrap_servers, topic):
+        key = orjson.loads(record.key)
+        if record.value is None:
+            state.pop(key, None)
+        else:
+            state[key] = orjson.loads(record.value)
+    return state
+
+
+async def wait_for_table(
+    settings: Settings, table: str, until: Callable[[dict[str, Any]], bool], timeout: float = 60
+) -> dict[str, Any]:
+    """Poll a table's changelog until ``until(state)`` holds."""
+    async with asyncio.timeout(timeout):
+        while True:
+            state = await table_state(settings, table)
+            if until(state):
+                return state
+            await asyncio.sleep(0.3)  # poll interval

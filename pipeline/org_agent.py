@@ -1,0 +1,84 @@
+"""The org agents: quota.orgs into the orgs table; org partials in, org triggers out."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from pipeline.app import Pipeline
+from pipeline.config import MonitorConfig
+from pipeline.errors import InvalidRecord
+from pipeline.models import decode_org
+from pipeline.monitoring import compact_org, org_limits
+from pipeline.partials import Bucket, decode_partial
+from pipeline.quota import UsageState, apply_records
+from pipeline.streams import decode_batch, send_rejection
+from pipeline.tables import acting_for
+from pipeline.triggers import trigger_event
+
+BATCH_MAX = 1000
+BATCH_WITHIN = 0.05
+
+
+def attach_org_agents(pipeline: Pipeline) -> None:
+    """Register the orgs and org-usage agents on the pipeline's App."""
+    app, topics, tables = pipeline.app, pipeline.topics, pipeline.tables
+    monitor = pipeline.settings.monitor
+
+    @app.agent(topics.orgs, name="orgs")
+    async def orgs_agent(stream: Any) -> AsyncIterator[None]:
+        async for event in stream.events():
+            org_id = event.key.decode(errors="replace") if event.key else ""
+            try:
+                if not org_id:
+                    raise InvalidRecord("an org record needs the org id as its record key")
+                org = decode_org(event.value)
+            except InvalidRecord as exc:
+                await send_rejection(pipeline, event, exc.reason)
+                continue
+            if org is None:
+                tables.orgs.pop(org_id, None)
+                tables.org_usage.pop(org_id, None)
+                continue
+            tables.orgs[org_id] = compact_org(org)
+            yield None
+
+    @app.agent(topics.org_partials, name="org-usage")
+    async def org_usage_agent(stream: Any) -> AsyncIterator[None]:
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            by_partition = await decode_batch(pipeline, events, decode_partial)
+            for partials in by_partition.values():
+                with acting_for(partials[-1][0]):
+                    triggers = apply_org_batch(pipeline, [p for _, p in partials], monitor)
+                    for org_id, payload in triggers:
+                        await topics.triggers.send(key=org_id.encode(), value=payload)
+            yield None
+
+
+def apply_org_batch(
+    pipeline: Pipeline, partials: list[tuple[str, list[Bucket]]], monitor: MonitorConfig
+) -> list[tuple[str, bytes]]:
+    """Apply partial sums to the org table; return the org triggers to emit (synchronous)."""
+    by_org: dict[str, list[Bucket]] = defaultdict(list)
+    for org_id, buckets in partials:
+        by_org[org_id].extend(buckets)
+    orgs, org_usage = pipeline.tables.orgs, pipeline.tables.org_usage
+    triggers: list[tuple[str, bytes]] = []
+    for org_id, buckets in by_org.items():
+        stored = orgs.get(org_id)
+        if stored is None:
+            continue  # an org without an Org record has no quota to watch
+        limits = org_limits(stored, monitor)
+        previous = org_usage.get(org_id)
+        state = UsageState() if previous is None else UsageState.from_json(previous)
+        applied = apply_records(state, buckets, limits)
+        org_usage[org_id] = applied.state.to_json()
+        for crossing in applied.crossings:
+            event = trigger_event(
+                "org", org_id=org_id, key="", quota_max=limits.quota_max, crossing=crossing
+            )
+            triggers.append((org_id, orjson.dumps(event)))
+    return triggers
