@@ -7,8 +7,16 @@ Request timestamps are event time chosen by the test, so periods roll without wa
 from __future__ import annotations
 
 import orjson
+import pytest
 
-from tests.integration.conftest import consume, produce, request_count, wait_for_table
+from tests.integration.conftest import (
+    consume,
+    produce,
+    read_to_end,
+    request_count,
+    table_state,
+    wait_for_table,
+)
 
 T0 = 1_700_000_000.0
 
@@ -113,3 +121,88 @@ async def test_key_and_org_triggers_fire_once_per_period_with_own_and_global_lim
     key_usage = await wait_for_table(settings, "key_usage", lambda s: "k-unlimited" in s)
     assert key_usage["k-unlimited"]["current"]["usage"] == 1000
     assert "k-nosession" not in key_usage
+
+
+@pytest.mark.parametrize(
+    ("switches", "expected_subjects"),
+    [
+        ({"monitor_user_keys": False}, {"org"}),
+        ({"monitor_org_keys": False}, {"key"}),
+        ({"enable_trigger_monitors": False}, set()),
+    ],
+    ids=["keys-off", "orgs-off", "all-off"],
+)
+async def test_monitor_switches_choose_what_is_watched(
+    make_config, cli, topics_of, start_worker, switches, expected_subjects
+):
+    config = make_config(monitor=switches)
+    settings = await topics_of(config)
+    await put(cli, config, "sessions", {"k1": {"org_id": "o1", "quota_max": 10}})
+    await put(cli, config, "orgs", {"o1": {"quota_max": 10}})
+    await start_worker(config)
+    await wait_for_table(settings, "sessions", lambda s: "k1" in s)
+    await wait_for_table(settings, "orgs", lambda s: "o1" in s)
+
+    bootstrap = settings.kafka.bootstrap_servers
+    await produce(bootstrap, settings.topics.requests, [request_count("k1", T0, 9, org="o1")])
+    # Usage counts whatever is watched. A second record after the first is the barrier: once
+    # its usage shows, the first batch's triggers (sent before the next batch) are written.
+    await wait_for_table(settings, "key_usage", lambda s: usage_of(s, "k1") == 9)
+    await produce(bootstrap, settings.topics.requests, [request_count("k1", T0, 1, org="o1")])
+    await wait_for_table(settings, "key_usage", lambda s: usage_of(s, "k1") == 10)
+    await wait_for_table(settings, "org_usage", lambda s: usage_of(s, "o1") == 10)
+
+    records = await read_to_end(bootstrap, settings.topics.triggers)
+    assert {orjson.loads(r.value)["subject"] for r in records} == expected_subjects
+    if expected_subjects:
+        assert len(records) == 2  # 50 and 80, once each
+
+
+async def test_reset_quota_tombstone_and_invalid_session(make_config, cli, topics_of, start_worker):
+    config = make_config()
+    settings = await topics_of(config)
+    bootstrap, requests = settings.kafka.bootstrap_servers, settings.topics.requests
+    session = {"org_id": "o1", "quota_max": 10, "quota_renewal_rate": 3600}
+    await put(cli, config, "sessions", {"k1": session, "k2": session})
+    await start_worker(config)
+    await wait_for_table(settings, "sessions", lambda s: {"k1", "k2"} <= s.keys())
+
+    await produce(bootstrap, requests, [request_count("k1", T0, 5, org="o1")])
+    await consume(bootstrap, settings.topics.triggers, until=lambda r: len(r) >= 1)
+
+    # reset_quota closes the current period: the same threshold fires again in a new one.
+    await put(cli, config, "sessions", {"k1": {**session, "reset_quota": True}})
+    await wait_for_table(settings, "key_usage", lambda s: s["k1"]["current"] is None)
+    await produce(bootstrap, requests, [request_count("k1", T0 + 1, 5, org="o1")])
+    records = await consume(bootstrap, settings.topics.triggers, until=lambda r: len(r) >= 2)
+    assert trigger_set(records) == {("key", "k1", "50", T0), ("key", "k1", "50", T0 + 1)}
+
+    # A tombstone stops monitoring the key and forgets its usage.
+    status, _, err = await cli(config, "sessions", "put", "-", stdin=b'{"k1": null}')
+    assert status == 0, err
+    await wait_for_table(settings, "sessions", lambda s: "k1" not in s)
+    await wait_for_table(settings, "key_usage", lambda s: "k1" not in s)
+
+    # An invalid session is rejected with its reason; the previous one stays in force.
+    await produce(
+        bootstrap,
+        settings.topics.sessions,
+        [(b"k2", orjson.dumps({**session, "monitor": {"trigger_limits": [150]}}))],
+    )
+    rejected = await consume(bootstrap, settings.topics.rejected, until=lambda r: len(r) >= 1)
+    reason = orjson.loads(rejected[0].value)["reason"]
+    assert "trigger_limits" in reason
+    assert "150" in reason
+
+    await produce(
+        bootstrap,
+        requests,
+        [request_count("k1", T0 + 2, 100, org="o1"), request_count("k2", T0, 8, org="o1")],
+    )
+    records = await consume(bootstrap, settings.topics.triggers, until=lambda r: len(r) >= 4)
+    assert trigger_set(records) - {("key", "k1", "50", T0), ("key", "k1", "50", T0 + 1)} == {
+        ("key", "k2", "50", T0),
+        ("key", "k2", "80", T0),
+    }
+    await wait_for_table(settings, "key_usage", lambda s: usage_of(s, "k2") == 8)
+    assert "k1" not in await table_state(settings, "key_usage")
