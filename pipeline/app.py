@@ -9,6 +9,7 @@ import faust
 from faust.types import SchemaT, TableT
 
 from pipeline.config import Settings
+from pipeline.transactions import BatchGate, install_gate
 
 #: Record keys and values travel as bytes: we decode them ourselves so that a bad record becomes
 #: a pipeline.rejected record with a reason instead of a faust decode error that skips it.
@@ -52,6 +53,8 @@ class Pipeline:
     settings: Settings
     topics: Topics
     tables: Tables
+    #: Keeps commits between whole batches: see pipeline.transactions.
+    gate: BatchGate
 
 
 def broker_urls(bootstrap_servers: str) -> list[str]:
@@ -75,6 +78,8 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         "autodiscover": False,
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,
+        "processing_guarantee": settings.kafka.processing_guarantee,
+        "broker_commit_interval": settings.kafka.commit_interval,
     }
     options.update(overrides)
     return faust.App(settings.app_id, **options)
@@ -108,4 +113,6 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
         orgs=app.Table("orgs", **table_options),
         org_usage=app.Table("org_usage", **table_options),
     )
-    return Pipeline(app=app, settings=settings, topics=topics, tables=tables)
+    gate = BatchGate()
+    install_gate(app, gate)
+    return Pipeline(app=app, settings=settings, topics=topics, tables=tables, gate=gate)

@@ -15,8 +15,9 @@ from pipeline.models import decode_org
 from pipeline.monitoring import compact_org, org_limits
 from pipeline.partials import Bucket, decode_partial
 from pipeline.quota import UsageState, apply_records
-from pipeline.streams import decode_batch, send_rejection
+from pipeline.streams import decode_batch, gated_batches, send_rejection
 from pipeline.tables import acting_for
+from pipeline.transactions import emit
 from pipeline.triggers import trigger_event
 
 BATCH_MAX = 1000
@@ -30,31 +31,34 @@ def attach_org_agents(pipeline: Pipeline) -> None:
 
     @app.agent(topics.orgs, name="orgs")
     async def orgs_agent(stream: Any) -> AsyncIterator[None]:
-        async for event in stream.events():
-            org_id = event.key.decode(errors="replace") if event.key else ""
-            try:
-                if not org_id:
-                    raise InvalidRecord("an org record needs the org id as its record key")
-                org = decode_org(event.value)
-            except InvalidRecord as exc:
-                await send_rejection(pipeline, event, exc.reason)
-                continue
-            if org is None:
-                tables.orgs.pop(org_id, None)
-                tables.org_usage.pop(org_id, None)
-                continue
-            tables.orgs[org_id] = compact_org(org)
+        async for events in gated_batches(pipeline, stream, BATCH_MAX, BATCH_WITHIN):
+            for event in events:
+                org_id = event.key.decode(errors="replace") if event.key else ""
+                try:
+                    if not org_id:
+                        raise InvalidRecord("an org record needs the org id as its record key")
+                    org = decode_org(event.value)
+                except InvalidRecord as exc:
+                    await send_rejection(pipeline, event, exc.reason)
+                    continue
+                with acting_for(event):
+                    if org is None:
+                        tables.orgs.pop(org_id, None)
+                        tables.org_usage.pop(org_id, None)
+                    else:
+                        tables.orgs[org_id] = compact_org(org)
             yield None
 
     @app.agent(topics.org_partials, name="org-usage")
     async def org_usage_agent(stream: Any) -> AsyncIterator[None]:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+        async for events in gated_batches(pipeline, stream, BATCH_MAX, BATCH_WITHIN):
             by_partition = await decode_batch(pipeline, events, decode_partial)
             for partials in by_partition.values():
-                with acting_for(partials[-1][0]):
+                source = partials[-1][0]
+                with acting_for(source):
                     triggers = apply_org_batch(pipeline, [p for _, p in partials], monitor)
-                    for org_id, payload in triggers:
-                        await topics.triggers.send(key=org_id.encode(), value=payload)
+                for org_id, payload in triggers:
+                    await emit(app, source, topics.triggers, org_id.encode(), payload)
             yield None
 
 

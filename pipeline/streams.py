@@ -1,37 +1,52 @@
-"""Helpers every agent shares: rejecting a record, grouping a batch by source partition."""
+"""Helpers every agent shares: batches under the commit gate, rejecting a record, grouping a
+batch by source partition."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
 from pipeline.app import Pipeline
 from pipeline.errors import InvalidRecord
 from pipeline.rejections import rejection
+from pipeline.transactions import emit
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
+async def gated_batches(
+    pipeline: Pipeline, stream: Any, max_records: int, within: float
+) -> AsyncIterator[list[Any]]:
+    """Batches of events, each processed and acknowledged while it holds the commit gate.
+
+    The agent processes a batch while this generator is suspended inside the gate; asking for
+    the next batch acknowledges the events and leaves the gate, before any commit can run.
+    """
+    async for events in stream.take_events(max_records, within=within):
+        async with pipeline.gate.batch():
+            yield events
+            for event in events:
+                await stream.ack(event)
+
+
 async def send_rejection(pipeline: Pipeline, event: Any, reason: str) -> None:
-    """Route one bad record to pipeline.rejected; the stream goes on."""
+    """Route one bad record to pipeline.rejected, in its source's transaction; go on."""
     message = event.message
-    await pipeline.topics.rejected.send(
+    value = rejection(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
         key=message.key,
-        value=rejection(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            value=message.value,
-            reason=reason,
-            now=time.time(),
-        ),
+        value=message.value,
+        reason=reason,
+        now=time.time(),
     )
+    await emit(pipeline.app, event, pipeline.topics.rejected, message.key, value)
     log.info(
         "rejected record topic=%s partition=%s offset=%s reason=%s",
         message.topic,

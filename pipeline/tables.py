@@ -1,11 +1,11 @@
 """Writing tables from batches.
 
 faust finds a table write's changelog partition, and the RocksDB store its per-partition
-database, through the *current event*; ``stream.take_events()`` leaves none set. The usage agent
-writes each key once per batch, after its loop over events, under :func:`acting_for`: the
+database, through the *current event*; ``stream.take_events()`` leaves none set. The agents
+write each key once per batch, after their loop over events, under :func:`acting_for`: the
 batch's events of one source partition are represented by the last of them, exactly as if the
 write happened while processing it. This reaches into faust's own context variable (the one its
-Stream sets per event); it is the single place that does.
+Stream sets per event); this module is the single place that does.
 """
 
 from __future__ import annotations

@@ -14,17 +14,19 @@ import orjson
 from pipeline.app import Pipeline
 from pipeline.config import MonitorConfig
 from pipeline.errors import InvalidRecord
-from pipeline.models import RequestCount, decode_request_count, decode_session
+from pipeline.models import RequestCount, Session, decode_request_count, decode_session
 from pipeline.monitoring import compact_session, watched_key
 from pipeline.partials import PartialSums, encode_partial
 from pipeline.quota import UsageState, apply_records, reset
-from pipeline.streams import decode_batch, send_rejection
+from pipeline.streams import decode_batch, gated_batches, send_rejection
 from pipeline.tables import acting_for
+from pipeline.transactions import emit
 from pipeline.triggers import trigger_event
 
 #: Records per batch, and how long a batch may wait to fill: bounds trigger latency.
 BATCH_MAX = 2000
 BATCH_WITHIN = 0.05
+SESSIONS_BATCH_MAX = 500
 
 
 def load_state(stored: dict[str, Any] | None) -> UsageState:
@@ -33,51 +35,56 @@ def load_state(stored: dict[str, Any] | None) -> UsageState:
 
 def attach_usage_agents(pipeline: Pipeline) -> None:
     """Register the sessions and usage agents on the pipeline's App."""
-    app, topics, tables = pipeline.app, pipeline.topics, pipeline.tables
+    app, topics = pipeline.app, pipeline.topics
     monitor = pipeline.settings.monitor
 
     @app.agent(topics.sessions, name="sessions")
     async def sessions_agent(stream: Any) -> AsyncIterator[None]:
-        async for event in stream.events():
-            key = event.key.decode(errors="replace") if event.key else ""
-            try:
-                if not key:
-                    raise InvalidRecord("a session record needs the API key as its record key")
-                session = decode_session(event.value)
-            except InvalidRecord as exc:
-                await send_rejection(pipeline, event, exc.reason)
-                continue
-            if session is None:
-                # Tombstone: stop monitoring the key and forget its usage.
-                tables.sessions.pop(key, None)
-                tables.key_usage.pop(key, None)
-                continue
-            tables.sessions[key] = compact_session(session)
-            if session.reset_quota and key in tables.key_usage:
-                tables.key_usage[key] = reset(load_state(tables.key_usage[key])).to_json()
+        async for events in gated_batches(pipeline, stream, SESSIONS_BATCH_MAX, BATCH_WITHIN):
+            for event in events:
+                key = event.key.decode(errors="replace") if event.key else ""
+                try:
+                    if not key:
+                        raise InvalidRecord("a session record needs the API key as record key")
+                    session = decode_session(event.value)
+                except InvalidRecord as exc:
+                    await send_rejection(pipeline, event, exc.reason)
+                    continue
+                with acting_for(event):
+                    apply_session(pipeline, key, session)
             yield None
 
     @app.agent(topics.requests, name="usage")
     async def usage_agent(stream: Any) -> AsyncIterator[None]:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+        async for events in gated_batches(pipeline, stream, BATCH_MAX, BATCH_WITHIN):
             by_partition = await decode_batch(pipeline, events, decode_request_count)
-            partials = PartialSums()
-            for records in by_partition.values():
-                for _, record in records:
+            for decoded in by_partition.values():
+                source = decoded[-1][0]
+                records = [record for _, record in decoded]
+                with acting_for(source):
+                    triggers = apply_key_batch(pipeline, records, monitor)
+                for key, payload in triggers:
+                    await emit(app, source, topics.triggers, key.encode(), payload)
+                # Every record counts for its org, whether or not its key has a session.
+                partials = PartialSums()
+                for record in records:
                     partials.add(record.org_id, record.ts, record.count)
-            for records in by_partition.values():
-                last_event = records[-1][0]
-                with acting_for(last_event):
-                    triggers = apply_key_batch(pipeline, [r for _, r in records], monitor)
-                    for key, payload in triggers:
-                        await topics.triggers.send(key=key.encode(), value=payload)
-            # Every record counts for its org, whether or not its key has a session.
-            with acting_for(events[-1]):
                 for org_id, buckets in partials.items():
-                    await topics.org_partials.send(
-                        key=org_id.encode(), value=encode_partial(org_id, buckets)
-                    )
+                    partial = encode_partial(org_id, buckets)
+                    await emit(app, source, topics.org_partials, org_id.encode(), partial)
             yield None
+
+
+def apply_session(pipeline: Pipeline, key: str, session: Session | None) -> None:
+    """Store a key's session; a tombstone stops monitoring it and forgets its usage."""
+    tables = pipeline.tables
+    if session is None:
+        tables.sessions.pop(key, None)
+        tables.key_usage.pop(key, None)
+        return
+    tables.sessions[key] = compact_session(session)
+    if session.reset_quota and key in tables.key_usage:
+        tables.key_usage[key] = reset(load_state(tables.key_usage[key])).to_json()
 
 
 def apply_key_batch(

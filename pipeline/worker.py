@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+from pathlib import Path
 
 import faust
 
@@ -17,6 +19,9 @@ from pipeline.web import attach_web
 
 log = logging.getLogger(__name__)
 
+#: Written after a clean shutdown; its absence at start means the last run died.
+CLEAN_SHUTDOWN_MARKER = ".clean-shutdown"
+
 
 def build_worker_pipeline(settings: Settings) -> Pipeline:
     """The App with every agent and page a worker runs."""
@@ -26,6 +31,23 @@ def build_worker_pipeline(settings: Settings) -> Pipeline:
     attach_delivery_agent(pipeline)
     attach_web(pipeline)
     return pipeline
+
+
+def discard_state_after_crash(data_dir: Path, tables_dir: Path) -> bool:
+    """Drop local table state unless the last run shut down cleanly; True when dropped.
+
+    RocksDB keeps writes the moment they are made, committed or not. After a crash it may hold
+    changes whose Kafka transaction was aborted, and replaying the changelog from the last
+    committed offset does not undo them. Rebuilding from the changelog (read_committed) does:
+    that is the price of exactly-once after a crash, paid in recovery time.
+    """
+    marker = data_dir / CLEAN_SHUTDOWN_MARKER
+    clean = marker.exists()
+    marker.unlink(missing_ok=True)
+    if clean or not tables_dir.exists():
+        return False
+    shutil.rmtree(tables_dir)
+    return True
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
@@ -39,5 +61,18 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
         aiokafka_log.setLevel(logging.NOTSET)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     pipeline = build_worker_pipeline(settings)
+    # faust's own CLI sets this, and its transactions (exactly_once) are off without it. Set it
+    # before anything reads app.in_transaction, which faust caches on first read.
+    pipeline.app.in_worker = True
+    exactly_once = settings.kafka.processing_guarantee == "exactly_once"
+    if exactly_once and discard_state_after_crash(
+        settings.data_dir, Path(pipeline.app.conf.tabledir)
+    ):
+        log.warning("last run did not shut down cleanly: rebuilding tables from the changelogs")
     worker = faust.Worker(pipeline.app, loglevel=loglevel, quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            (settings.data_dir / CLEAN_SHUTDOWN_MARKER).touch()
+        raise

@@ -4,6 +4,7 @@ worker processes, and Kafka helpers for the integration tests."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import os
@@ -297,9 +298,19 @@ async def wait_for_table(
     settings: Settings, table: str, until: Callable[[dict[str, Any]], bool], timeout: float = 60
 ) -> dict[str, Any]:
     """Poll a table's changelog until ``until(state)`` holds."""
-    async with asyncio.timeout(timeout):
-        while True:
-            state = await table_state(settings, table)
-            if until(state):
-                return state
-            await asyncio.sleep(0.3)  # poll interval
+    state: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                state = await table_state(settings, table)
+                if until(state):
+                    return state
+                await asyncio.sleep(0.3)  # poll interval
+    except TimeoutError:
+        usages = collections.Counter(
+            (value.get("current") or {}).get("usage")
+            for value in state.values()
+            if isinstance(value, dict)
+        )
+        shown = {"keys": len(state), "usage counts": dict(usages)}
+        raise AssertionError(f"{table}: condition not met in {timeout}s; {shown}") from None
