@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -56,29 +56,31 @@ def attach_org_agents(pipeline: Pipeline) -> None:
             for partials in by_partition.values():
                 source = partials[-1][0]
                 with acting_for(source):
-                    triggers = apply_org_batch(pipeline, [p for _, p in partials], monitor)
+                    triggers = apply_org_batch(
+                        tables.orgs, tables.org_usage, [p for _, p in partials], monitor
+                    )
                 for org_id, payload in triggers:
                     await emit(app, source, topics.triggers, org_id.encode(), payload)
             yield None
 
 
 def apply_org_batch(
-    pipeline: Pipeline, partials: list[tuple[str, list[Bucket]]], monitor: MonitorConfig
+    orgs: Mapping[str, Any],
+    org_usage: MutableMapping[str, Any],
+    partials: list[tuple[str, list[Bucket]]],
+    monitor: MonitorConfig,
 ) -> list[tuple[str, bytes]]:
     """Apply partial sums to the org table; return the org triggers to emit (synchronous)."""
     by_org: dict[str, list[Bucket]] = defaultdict(list)
     for org_id, buckets in partials:
         by_org[org_id].extend(buckets)
-    orgs, org_usage = pipeline.tables.orgs, pipeline.tables.org_usage
     triggers: list[tuple[str, bytes]] = []
     for org_id, buckets in by_org.items():
         stored = orgs.get(org_id)
         if stored is None:
             continue  # an org without an Org record has no quota to watch
         limits = org_limits(stored, monitor)
-        previous = org_usage.get(org_id)
-        state = UsageState() if previous is None else UsageState.from_json(previous)
-        applied = apply_records(state, buckets, limits)
+        applied = apply_records(UsageState.from_stored(org_usage.get(org_id)), buckets, limits)
         org_usage[org_id] = applied.state.to_json()
         for crossing in applied.crossings:
             event = trigger_event(

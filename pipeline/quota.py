@@ -63,6 +63,11 @@ class UsageState:
     def from_json(cls, data: dict[str, Any]) -> UsageState:
         return cls(_period_from_json(data.get("current")), _period_from_json(data.get("previous")))
 
+    @classmethod
+    def from_stored(cls, data: dict[str, Any] | None) -> UsageState:
+        """The state kept in a table, or a fresh one for a subject never seen."""
+        return cls() if data is None else cls.from_json(data)
+
 
 class Crossing(NamedTuple):
     """A threshold reached in a period: what a TriggerExceeded event reports."""

@@ -6,7 +6,7 @@ Thin wiring: decode, call the pure logic in :mod:`pipeline.quota`, write the tab
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -27,10 +27,6 @@ from pipeline.triggers import trigger_event
 BATCH_MAX = 2000
 BATCH_WITHIN = 0.05
 SESSIONS_BATCH_MAX = 500
-
-
-def load_state(stored: dict[str, Any] | None) -> UsageState:
-    return UsageState() if stored is None else UsageState.from_json(stored)
 
 
 def attach_usage_agents(pipeline: Pipeline) -> None:
@@ -62,7 +58,9 @@ def attach_usage_agents(pipeline: Pipeline) -> None:
                 source = decoded[-1][0]
                 records = [record for _, record in decoded]
                 with acting_for(source):
-                    triggers = apply_key_batch(pipeline, records, monitor)
+                    triggers = apply_key_batch(
+                        pipeline.tables.sessions, pipeline.tables.key_usage, records, monitor
+                    )
                 for key, payload in triggers:
                     await emit(app, source, topics.triggers, key.encode(), payload)
                 # Every record counts for its org, whether or not its key has a session.
@@ -84,29 +82,32 @@ def apply_session(pipeline: Pipeline, key: str, session: Session | None) -> None
         return
     tables.sessions[key] = compact_session(session)
     if session.reset_quota and key in tables.key_usage:
-        tables.key_usage[key] = reset(load_state(tables.key_usage[key])).to_json()
+        tables.key_usage[key] = reset(UsageState.from_stored(tables.key_usage[key])).to_json()
 
 
 def apply_key_batch(
-    pipeline: Pipeline, records: list[RequestCount], monitor: MonitorConfig
+    sessions: Mapping[str, Any],
+    key_usage: MutableMapping[str, Any],
+    records: list[RequestCount],
+    monitor: MonitorConfig,
 ) -> list[tuple[str, bytes]]:
     """Apply one partition's share of a batch to the key table; return the triggers to emit.
 
-    Synchronous on purpose: no await between reading and writing a key's state.
+    Synchronous on purpose: no await between reading and writing a key's state. The tables
+    are faust tables in the worker and plain dicts in tests.
     """
     by_key: dict[str, list[tuple[float, int]]] = defaultdict(list)
     org_of_key: dict[str, str] = {}
     for record in records:
         by_key[record.key].append((record.ts, record.count))
         org_of_key[record.key] = record.org_id
-    sessions, key_usage = pipeline.tables.sessions, pipeline.tables.key_usage
     triggers: list[tuple[str, bytes]] = []
     for key, counts in by_key.items():
         stored = sessions.get(key)
         if stored is None:
             continue  # no session: the key has no quota to watch (yet)
         watched = watched_key(stored, monitor)
-        applied = apply_records(load_state(key_usage.get(key)), counts, watched.limits)
+        applied = apply_records(UsageState.from_stored(key_usage.get(key)), counts, watched.limits)
         key_usage[key] = applied.state.to_json()
         for crossing in applied.crossings:
             event = trigger_event(

@@ -1,0 +1,119 @@
+"""The usage stage's batch logic (apply_key_batch, apply_org_batch) over plain dict tables:
+random traffic, random interleaving of keys, random batch boundaries."""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.config import MonitorConfig
+from pipeline.models import RequestCount, Session
+from pipeline.monitoring import compact_session
+from pipeline.org_agent import apply_org_batch
+from pipeline.partials import PartialSums
+from pipeline.quota import Limits, UsageState, apply_records
+from pipeline.usage_agent import apply_key_batch
+
+MONITOR = MonitorConfig(
+    enable_trigger_monitors=True,
+    global_trigger_limits=(25, 50, 100),
+    monitor_user_keys=True,
+    monitor_org_keys=True,
+)
+KEYS = ["alpha", "beta", "gamma"]
+QUOTAS = {"alpha": (20, 30), "beta": (7, 0), "gamma": (50, 10)}  # quota_max, renewal
+
+
+def sessions_table() -> dict:
+    return {
+        key: compact_session(Session(org_id="org1", quota_max=quota, quota_renewal_rate=renewal))
+        for key, (quota, renewal) in QUOTAS.items()
+    }
+
+
+def fired_ids(triggers) -> list[tuple[str, str, float]]:
+    events = [orjson.loads(payload) for _, payload in triggers]
+    return [(e["key"], e["trigger_limit"], e["period_start"]) for e in events]
+
+
+def per_key_model(records: list[RequestCount]) -> dict[str, list[tuple[str, str, float]]]:
+    """Each key on its own, all records at once, through the reference per-subject logic."""
+    expected: dict[str, list] = {}
+    for key in KEYS:
+        quota, renewal = QUOTAS[key]
+        limits = Limits(quota, renewal, frozenset({25.0, 50.0, 100.0}))
+        counts = [(r.ts, r.count) for r in records if r.key == key]
+        applied = apply_records(UsageState(), counts, limits)
+        expected[key] = [(key, f"{c.threshold:g}", c.period_start) for c in applied.crossings]
+    return expected
+
+
+traffic = st.lists(
+    st.tuples(st.sampled_from(KEYS), st.integers(0, 20), st.integers(1, 9)), max_size=80
+).map(
+    lambda rows: [
+        RequestCount(float(ts), "org1", key, count, None)
+        for (key, _, count), ts in zip(
+            rows, itertools.accumulate(gap for _, gap, _ in rows), strict=True
+        )
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(records=traffic, cuts=st.lists(st.integers(0, 80), max_size=10))
+def test_any_batching_of_interleaved_keys_fires_what_each_key_alone_fires(records, cuts):
+    sessions, usage = sessions_table(), {}
+    triggers = []
+    bounds = sorted({0, len(records), *(c for c in cuts if c <= len(records))})
+    for lo, hi in itertools.pairwise(bounds):
+        triggers.extend(apply_key_batch(sessions, usage, records[lo:hi], MONITOR))
+
+    by_key: dict[str, list] = defaultdict(list)
+    for fired in fired_ids(triggers):
+        by_key[fired[0]].append(fired)
+    expected = per_key_model(records)
+    assert {key: by_key.get(key, []) for key in KEYS} == expected
+    for key in KEYS:
+        total = sum(r.count for r in records if r.key == key)
+        state = UsageState.from_stored(usage.get(key))
+        kept = sum(p.usage for p in (state.current, state.previous) if p is not None)
+        assert kept <= total
+        if QUOTAS[key][1] == 0:  # never renews: everything is in one period
+            assert kept == total
+
+
+def test_keys_without_session_are_not_tracked_but_count_for_their_org():
+    usage: dict = {}
+    records = [RequestCount(1.0, "org1", "stranger", 5, None)]
+    assert apply_key_batch(sessions_table(), usage, records, MONITOR) == []
+    assert usage == {}
+
+    partials = PartialSums()
+    for record in records:
+        partials.add(record.org_id, record.ts, record.count)
+    orgs = {"org1": {"quota_max": 10, "quota_renewal_rate": 0, "trigger_limits": []}}
+    org_usage: dict = {}
+    triggers = apply_org_batch(orgs, org_usage, list(partials.items()), MONITOR)
+    assert [orjson.loads(p)["trigger_limit"] for _, p in triggers] == ["25", "50"]
+    assert [orjson.loads(p)["key"] for _, p in triggers] == ["", ""]
+    assert UsageState.from_stored(org_usage["org1"]).current.usage == 5
+
+
+def test_session_org_wins_over_the_gateways_org():
+    sessions = {"alpha": compact_session(Session(org_id="acme", quota_max=1))}
+    triggers = apply_key_batch(
+        sessions, {}, [RequestCount(1.0, "other", "alpha", 1, None)], MONITOR
+    )
+    assert {orjson.loads(p)["org"] for _, p in triggers} == {"acme"}
+
+
+def test_partial_sums_bucket_by_second_keeping_the_earliest_time():
+    partials = PartialSums()
+    for ts, count in [(10.7, 1), (10.2, 2), (11.0, 4), (9.9, 8)]:
+        partials.add("org1", ts, count)
+    assert list(partials.items()) == [("org1", [(9.9, 8), (10.2, 3), (11.0, 4)])]
