@@ -65,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--rate", type=float, default=200.0, help="simulated requests per second (default 200)"
     )
+    bench = commands.add_parser(
+        "bench", help="measure the usage stage against the raw consume ceiling, in one run"
+    )
+    bench.add_argument("--records", type=int, default=200_000, help="request counts (200000)")
+    bench.add_argument("--keys", type=int, default=10_000, help="distinct API keys (10000)")
+    bench.add_argument("--orgs", type=int, default=100, help="distinct organisations (100)")
+    bench.add_argument("--partitions", type=int, default=4, help="partitions per topic (4)")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     return parser
 
 
@@ -86,6 +94,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from pipeline.demo import run_demo
 
         return run_demo(duration=args.duration, rate=args.rate)
+    if args.command == "bench":
+        from pipeline.bench import bench
+
+        if min(args.records, args.keys, args.orgs, args.partitions) < 1:
+            raise UsageError("--records, --keys, --orgs and --partitions must be at least 1")
+        return bench(args.records, args.keys, args.orgs, args.partitions, args.json)
     raise AssertionError(args.command)
 
 

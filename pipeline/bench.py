@@ -1,0 +1,205 @@
+"""`quota-pipeline bench`: the usage stage's throughput beside the raw consume ceiling.
+
+Both are measured in one run, on the same topic, against the broker at QP_KAFKA_BOOTSTRAP:
+
+1. ceiling: a bare aiokafka consumer reading every record and decoding it with orjson;
+2. usage stage: a worker process (the real one) consuming the same records, from the moment it
+   is ready until its committed offsets reach the end, with a session for every key.
+
+The run uses its own app id and topics, and deletes them when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tempfile
+import time
+import uuid
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import GroupCoordinatorNotAvailableError
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.config import Settings
+from pipeline.demo import free_port, remove_topics
+from pipeline.kafka import admin_client, contract_topics, create_topics, probe_broker
+from pipeline.loader import publish
+from pipeline.local import WorkerProcess
+
+T0 = 1_700_000_000.0
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """What one bench run measured."""
+
+    records: int
+    keys: int
+    orgs: int
+    partitions: int
+    produce_per_s: float
+    ceiling_per_s: float
+    usage_per_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.usage_per_s / self.ceiling_per_s if self.ceiling_per_s else 0.0
+
+
+def bench_config(run: str, bootstrap: str, partitions: int, data_dir: Path) -> dict[str, Any]:
+    defaults = Settings().topics.model_dump()
+    return {
+        "app_id": f"qp-bench-{run}",
+        "data_dir": str(data_dir),
+        "kafka": {"bootstrap_servers": bootstrap, "partitions": partitions},
+        "topics": {name: f"bench-{run}.{topic}" for name, topic in defaults.items()},
+        "monitor": {
+            "enable_trigger_monitors": True,
+            "global_trigger_limits": [50, 80, 100],
+            "monitor_user_keys": True,
+            "monitor_org_keys": True,
+        },
+        "web": {"port": free_port()},
+    }
+
+
+async def produce_load(settings: Settings, records: int, keys: int, orgs: int) -> float:
+    """Produce the request counts as fast as the client allows; returns records/s."""
+    rng = random.Random(1)  # noqa: S311 - load generation, not cryptography
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=20, max_batch_size=262_144
+    )
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        pending = []
+        for i in range(records):
+            key = f"bench-key-{rng.randrange(keys)}"
+            org = f"bench-org-{zlib.crc32(key.encode()) % orgs}"
+            value = orjson.dumps({"ts": T0 + i / 1000, "org_id": org, "key": key})
+            pending.append(await producer.send(settings.topics.requests, value, key=key.encode()))
+            if len(pending) >= 10_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return records / (time.perf_counter() - started)
+
+
+async def ceiling(settings: Settings, records: int) -> float:
+    """A bare consumer reading and decoding every record: the rate the pipeline is held to."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        # Assigned, not subscribed: no group join inside the timed part.
+        partitions = await consumer._client.fetch_all_metadata()
+        tps = [
+            TopicPartition(settings.topics.requests, p)
+            for p in partitions.partitions_for_topic(settings.topics.requests) or ()
+        ]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen = 0
+        started = time.perf_counter()
+        while seen < records:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for messages in batch.values():
+                for message in messages:
+                    orjson.loads(message.value)
+                seen += len(messages)
+        return records / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+async def committed(settings: Settings, topic: str) -> int:
+    """Offsets the worker's group has committed on ``topic``; 0 before the group exists."""
+    async with admin_client(settings) as admin:
+        try:
+            offsets = await admin.list_consumer_group_offsets(settings.app_id)
+        except GroupCoordinatorNotAvailableError:
+            return 0
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
+
+
+async def wait_committed(settings: Settings, topic: str, target: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while await committed(settings, topic) < target:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{topic}: offsets did not reach {target} in {timeout}s")
+        await asyncio.sleep(0.2)  # poll interval
+
+
+async def run_bench(records: int, keys: int, orgs: int, partitions: int) -> BenchResult:
+    bootstrap = Settings().kafka.bootstrap_servers
+    run = uuid.uuid4().hex[:8]
+    workdir = Path(tempfile.mkdtemp(prefix="quota-bench-"))
+    config = bench_config(run, bootstrap, partitions, workdir / "data")
+    settings = Settings.model_validate(config)
+    await probe_broker(settings)
+    await create_topics(settings, contract_topics(settings), partitions)
+    try:
+        session = orjson.dumps({"quota_max": 1000, "quota_renewal_rate": 3600})
+        await publish(
+            settings, settings.topics.sessions, [(f"bench-key-{i}", session) for i in range(keys)]
+        )
+        # Load the sessions into the worker's table first, so that the timed run starts from a
+        # worker that knows every key (as in production) rather than racing the sessions.
+        worker = WorkerProcess(config, workdir, name="bench-worker")
+        worker.start()
+        await worker.wait_healthy()
+        await wait_committed(settings, settings.topics.sessions, keys, timeout=300)
+        worker.stop()
+
+        produce_rate = await produce_load(settings, records, keys, orgs)
+        ceiling_rate = await ceiling(settings, records)
+
+        worker = WorkerProcess(config, workdir, name="bench-worker-timed")
+        worker.start()
+        await worker.wait_healthy(timeout=300)
+        started = time.perf_counter()
+        await wait_committed(settings, settings.topics.requests, records, timeout=1800)
+        usage_rate = records / (time.perf_counter() - started)
+        worker.stop()
+    finally:
+        await remove_topics(settings)
+    return BenchResult(records, keys, orgs, partitions, produce_rate, ceiling_rate, usage_rate)
+
+
+def show(result: BenchResult, console: Console) -> None:
+    table = Table(title="quota-pipeline bench")
+    table.add_column("measure")
+    table.add_column("records/s", justify="right")
+    table.add_row("produce (load generator)", f"{result.produce_per_s:,.0f}")
+    table.add_row("ceiling: aiokafka consume + orjson", f"{result.ceiling_per_s:,.0f}")
+    table.add_row("usage stage (worker, committed)", f"{result.usage_per_s:,.0f}")
+    table.add_row("usage / ceiling", f"{result.ratio:.2f}")
+    console.print(table)
+    console.print(
+        f"{result.records:,} records, {result.keys:,} keys, {result.orgs:,} orgs, "
+        f"{result.partitions} partitions"
+    )
+
+
+def bench(records: int, keys: int, orgs: int, partitions: int, json_path: str | None) -> int:
+    """Entry point of `quota-pipeline bench`."""
+    result = asyncio.run(run_bench(records, keys, orgs, partitions))
+    show(result, Console())
+    if json_path:
+        Path(json_path).write_bytes(
+            orjson.dumps({**asdict(result), "ratio": result.ratio}, option=orjson.OPT_INDENT_2)
+        )
+    return 0
