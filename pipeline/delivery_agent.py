@@ -1,26 +1,36 @@
-"""The delivery agent: quota.triggers in, webhooks out, concurrently.
+"""The delivery agents: quota.triggers in, webhooks out; failures through retry tiers to
+notifications.dlq.
 
-Thin wiring: decode the event, resolve its targets, build requests, send them through the sink.
+Deliveries run concurrently (bounded per worker by ``delivery.concurrency`` and per endpoint by
+``delivery.per_endpoint_concurrency``). A source record is acknowledged, and so its offset can
+commit, only once the outcome of each of its deliveries is durable: delivered, written to a
+retry tier, or dead-lettered. Retry tiers are internal topics, one per step of
+``delivery.retry_schedule``; a tier's agent waits for each job's due time, so retries never hold
+back fresh deliveries or other tiers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from pipeline.app import Pipeline
-from pipeline.errors import DeliveryError, InvalidRecord
+import faust
+
+from pipeline.app import RAW, Pipeline
+from pipeline.deliveries import DeliveryJob, dead_letter
+from pipeline.delivery import DeadLetter, Delivered, Deliverer, Outcome, RetryLater
+from pipeline.errors import InvalidRecord
+from pipeline.health import BreakerPolicy
 from pipeline.models import decode_json_object
+from pipeline.retry import RetryPolicy
 from pipeline.sinks.webhook import WebhookSink
 from pipeline.streams import send_rejection
 from pipeline.webhooks import WebhookRequest, default_trigger_body
 
 log = logging.getLogger(__name__)
-
-BATCH_MAX = 500
-BATCH_WITHIN = 0.02
 
 
 def trigger_requests(event: dict[str, Any], pipeline: Pipeline) -> list[WebhookRequest]:
@@ -47,41 +57,160 @@ def decode_trigger(raw: bytes | None) -> dict[str, Any]:
     return event
 
 
-def attach_delivery_agent(pipeline: Pipeline) -> None:
-    """Register the delivery agent, which owns the webhook sink while it runs."""
-    delivery = pipeline.settings.delivery
-    sink = WebhookSink(
-        timeout=delivery.timeout,
-        connect_timeout=delivery.connect_timeout,
-        signing_secrets=[secret.get_secret_value() for secret in delivery.signing_secrets],
-        concurrency=delivery.concurrency,
-    )
+class DeliveryRouter:
+    """Sends each outcome where it belongs and waits until it is durable."""
 
-    async def deliver(request: WebhookRequest) -> None:
-        try:
-            status = await sink.send(request)
-        except DeliveryError as exc:
-            log.warning(
-                "webhook failed id=%s url=%s status=%s error=%s",
-                request.event_id,
-                request.url,
-                exc.status,
-                exc,
-            )
-        else:
+    def __init__(self, pipeline: Pipeline, tiers: list[faust.TopicT]) -> None:
+        self._pipeline = pipeline
+        self._tiers = tiers
+
+    async def route(self, outcome: Outcome) -> None:
+        job = outcome.job
+        if isinstance(outcome, Delivered):
             log.info(
-                "webhook delivered id=%s url=%s status=%s", request.event_id, request.url, status
+                "delivered id=%s url=%s status=%s attempts=%s",
+                job.event_id,
+                job.url,
+                job.last_status,
+                job.attempts,
             )
+            return
+        if isinstance(outcome, RetryLater) and self._tiers:
+            tier = self._tiers[min(max(job.attempts - 1, 0), len(self._tiers) - 1)]
+            await self._durably(tier, job.event_id, job.to_bytes())
+            return
+        reason = outcome.reason if isinstance(outcome, DeadLetter) else job.last_error
+        log.warning(
+            "dead-lettered id=%s url=%s status=%s reason=%s",
+            job.event_id,
+            job.url,
+            job.last_status,
+            reason,
+        )
+        await self._durably(self._pipeline.topics.dlq, job.event_id, dead_letter(job, reason))
 
-    @pipeline.app.agent(pipeline.topics.triggers, name="delivery")
-    async def delivery_agent(stream: Any) -> AsyncIterator[None]:
-        async with sink:
-            async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
-                requests: list[WebhookRequest] = []
-                for event in events:
-                    try:
-                        requests.extend(trigger_requests(decode_trigger(event.value), pipeline))
-                    except InvalidRecord as exc:
-                        await send_rejection(pipeline, event, exc.reason)
-                await asyncio.gather(*(deliver(request) for request in requests))
-                yield None
+    @staticmethod
+    async def _durably(topic: faust.TopicT, key: str, value: bytes) -> None:
+        # The second await is the broker's acknowledgement, not just the buffering.
+        await (await topic.send(key=key.encode(), value=value))
+
+
+async def run_bounded(
+    events: AsyncIterator[Any], limit: int, handle: Callable[[Any], Awaitable[None]]
+) -> None:
+    """Handle each event in a task of its own, at most ``limit`` at a time."""
+    slots = asyncio.Semaphore(limit)
+    running: set[asyncio.Task[None]] = set()
+
+    async def guarded(event: Any) -> None:
+        try:
+            await handle(event)
+        except Exception:  # one event's bug must not stop the others; its offset stays put
+            log.exception("delivery handler failed")
+        finally:
+            slots.release()
+
+    try:
+        async for event in events:
+            await slots.acquire()
+            task = asyncio.create_task(guarded(event))
+            running.add(task)
+            task.add_done_callback(running.discard)
+    finally:
+        for task in running:
+            task.cancel()
+
+
+def attach_delivery_agents(pipeline: Pipeline) -> None:
+    """Register the delivery agent and one agent per retry tier."""
+    app, settings = pipeline.app, pipeline.settings.delivery
+    sink = WebhookSink(
+        timeout=settings.timeout,
+        connect_timeout=settings.connect_timeout,
+        signing_secrets=[secret.get_secret_value() for secret in settings.signing_secrets],
+        concurrency=settings.concurrency,
+        per_endpoint_concurrency=settings.per_endpoint_concurrency,
+        allow_networks=settings.allow_networks,
+    )
+    deliverer = Deliverer(
+        sink,
+        retry=RetryPolicy(schedule=settings.retry_schedule),
+        breaker=BreakerPolicy(),
+        per_endpoint_concurrency=settings.per_endpoint_concurrency,
+        max_payload_bytes=settings.max_payload_bytes,
+    )
+    tiers = [
+        app.topic(
+            f"{pipeline.settings.app_id}-retry-{index}",
+            schema=RAW,
+            internal=True,
+            partitions=pipeline.settings.kafka.partitions,
+        )
+        for index in range(len(settings.retry_schedule))
+    ]
+    router = DeliveryRouter(pipeline, tiers)
+
+    async def close_sink(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await sink.stop()
+
+    app.on_before_shutdown.connect(close_sink)
+
+    @app.agent(pipeline.topics.triggers, name="delivery")
+    async def delivery_agent(stream: Any) -> None:
+        await sink.start()
+        manual = stream.noack()
+
+        async def handle(event: Any) -> None:
+            try:
+                trigger = decode_trigger(event.value)
+            except InvalidRecord as exc:
+                await send_rejection(pipeline, event, exc.reason)
+            else:
+                for request in trigger_requests(trigger, pipeline):
+                    job = DeliveryJob.for_request(request, trigger)
+                    await router.route(await deliverer.attempt(job))
+            await manual.ack(event)
+
+        await run_bounded(manual.events(), settings.concurrency, handle)
+
+    for index, tier in enumerate(tiers):
+        attach_retry_tier(pipeline, tier, index, sink=sink, deliverer=deliverer, router=router)
+
+
+def attach_retry_tier(
+    pipeline: Pipeline,
+    tier: faust.TopicT,
+    index: int,
+    *,
+    sink: WebhookSink,
+    deliverer: Deliverer,
+    router: DeliveryRouter,
+) -> None:
+    """An agent that attempts each job of one tier when it is due."""
+    settings = pipeline.settings.delivery
+
+    @pipeline.app.agent(tier, name=f"retry-{index}")
+    async def retry_agent(stream: Any) -> None:
+        await sink.start()
+        manual = stream.noack()
+
+        async def due_jobs() -> AsyncIterator[Any]:
+            # Jobs of one tier arrive in (nearly) due order: waiting for the head is cheap.
+            async for event in manual.events():
+                try:
+                    job = DeliveryJob.from_bytes(event.value)
+                except InvalidRecord as exc:
+                    await send_rejection(pipeline, event, exc.reason)
+                    await manual.ack(event)
+                    continue
+                wait = job.due - time.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # the job's own due time, not synchronisation
+                yield event, job
+
+        async def handle(item: tuple[Any, DeliveryJob]) -> None:
+            event, job = item
+            await router.route(await deliverer.attempt(job))
+            await manual.ack(event)
+
+        await run_bounded(due_jobs(), settings.concurrency, handle)

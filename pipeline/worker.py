@@ -11,7 +11,7 @@ import faust
 
 from pipeline.app import Pipeline, build_pipeline
 from pipeline.config import Settings
-from pipeline.delivery_agent import attach_delivery_agent
+from pipeline.delivery_agent import attach_delivery_agents
 from pipeline.kafka import probe_broker
 from pipeline.org_agent import attach_org_agents
 from pipeline.usage_agent import attach_usage_agents
@@ -28,7 +28,7 @@ def build_worker_pipeline(settings: Settings) -> Pipeline:
     pipeline = build_pipeline(settings)
     attach_usage_agents(pipeline)
     attach_org_agents(pipeline)
-    attach_delivery_agent(pipeline)
+    attach_delivery_agents(pipeline)
     attach_web(pipeline)
     return pipeline
 

@@ -1,4 +1,5 @@
-"""The webhook channel: one aiohttp ClientSession, keep-alive, no redirects, bounded time."""
+"""The webhook channel: one aiohttp ClientSession, keep-alive, no redirects, bounded time, and
+targets checked against the SSRF guard on the address they resolve to."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import aiohttp
 
 from pipeline.errors import RetriableDeliveryError
 from pipeline.outcomes import classify_status
+from pipeline.ssrf import check_url, guarded_connector, parse_networks, refusal_of
 from pipeline.webhooks import WebhookRequest, attempt_headers
 
 
@@ -23,10 +25,14 @@ class WebhookSink:
         connect_timeout: float,
         signing_secrets: Sequence[str] = (),
         concurrency: int = 64,
+        per_endpoint_concurrency: int = 8,
+        allow_networks: Sequence[str] = (),
     ) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
         self._signing_secrets = tuple(signing_secrets)
         self._concurrency = concurrency
+        self._per_endpoint_concurrency = per_endpoint_concurrency
+        self._allowed = parse_networks(allow_networks)
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -34,7 +40,13 @@ class WebhookSink:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=self._concurrency),
+                connector=guarded_connector(
+                    self._allowed,
+                    limit=self._concurrency,
+                    limit_per_host=self._per_endpoint_concurrency,
+                ),
+                # Proxies from the environment would make the guard check the proxy's address.
+                trust_env=False,
             )
 
     async def stop(self) -> None:
@@ -59,6 +71,8 @@ class WebhookSink:
         """One attempt. Returns the 2xx status; raises Retriable/PermanentDeliveryError."""
         if self._session is None:
             raise RuntimeError("WebhookSink.send called before start()")
+        # IP literals never reach the resolver: check them (and the scheme) here.
+        check_url(request.url, self._allowed)
         now = time.time()
         headers = attempt_headers(request, now=now, signing_secrets=self._signing_secrets)
         try:
@@ -75,6 +89,8 @@ class WebhookSink:
         except TimeoutError as exc:
             raise RetriableDeliveryError("timed out") from exc
         except aiohttp.ClientError as exc:
+            if (refused := refusal_of(exc)) is not None:
+                raise refused from exc
             raise RetriableDeliveryError(f"connection failed: {exc}") from exc
         error = classify_status(status, retry_after=retry_after, now=time.time())
         if error is not None:

@@ -60,6 +60,10 @@ def make_request(receiver: WebhookReceiver) -> RequestFactory:
     return make
 
 
+#: The receivers are on loopback, which the SSRF guard refuses unless allow-listed.
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+
+
 @pytest.fixture
 async def make_sink() -> AsyncIterator[SinkFactory]:
     """Started sinks with short timeouts; every one is stopped after the test."""
@@ -70,9 +74,13 @@ async def make_sink() -> AsyncIterator[SinkFactory]:
         timeout: float = 5,
         connect_timeout: float = 2,
         signing_secrets: tuple[str, ...] = (),
+        allow_networks: tuple[str, ...] = LOOPBACK,
     ) -> WebhookSink:
         sink = WebhookSink(
-            timeout=timeout, connect_timeout=connect_timeout, signing_secrets=signing_secrets
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            signing_secrets=signing_secrets,
+            allow_networks=allow_networks,
         )
         sinks.append(sink)
         return sink
@@ -363,3 +371,15 @@ async def test_async_with_starts_and_stops(
         await sink.send(make_request())
     received = await receiver.wait_for(2, timeout=5)
     assert [lower_headers(got)["webhook-id"] for got in received] == ["evt-0001", "evt-0002"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_loopback_target_is_refused_without_the_allow_list(
+    make_sink: SinkFactory, make_request: RequestFactory, receiver: WebhookReceiver, host: str
+) -> None:
+    sink = make_sink(allow_networks=())
+    await sink.start()
+    url = f"http://{host}:{receiver.port}/hooks/quota"
+    with pytest.raises(PermanentDeliveryError, match="refused"):
+        await sink.send(make_request(url=url))
+    assert receiver.received == []

@@ -1,0 +1,104 @@
+"""The delivery engine: one attempt of a job, under the endpoint's breaker and concurrency
+bounds, turned into an outcome the agents route (delivered, retry later, or dead-letter)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
+
+from pipeline.deliveries import DeliveryJob
+from pipeline.errors import DeliveryError
+from pipeline.health import BreakerPolicy, EndpointHealth
+from pipeline.retry import GiveUp, RetryPolicy, decide
+from pipeline.sinks.webhook import WebhookSink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    job: DeliveryJob
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    job: DeliveryJob  # with ``due`` set
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    job: DeliveryJob
+    reason: str
+
+
+Outcome = Delivered | RetryLater | DeadLetter
+
+
+def endpoint_of(url: str) -> str:
+    """Breakers and concurrency bounds are per scheme://host:port."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class Deliverer:
+    """Attempts jobs; keeps per-endpoint health and concurrency in this worker."""
+
+    def __init__(
+        self,
+        sink: WebhookSink,
+        *,
+        retry: RetryPolicy,
+        breaker: BreakerPolicy,
+        per_endpoint_concurrency: int,
+        max_payload_bytes: int,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sink = sink
+        self._retry = retry
+        self._breaker = breaker
+        self._max_payload_bytes = max_payload_bytes
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._clock = clock
+        self._health: dict[str, EndpointHealth] = {}
+        self._slots: defaultdict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(per_endpoint_concurrency)
+        )
+
+    async def attempt(self, job: DeliveryJob) -> Outcome:
+        """One attempt (or none, while the endpoint's breaker is open)."""
+        now = self._clock()
+        if len(job.body) > self._max_payload_bytes:
+            reason = f"payload of {len(job.body)} bytes exceeds {self._max_payload_bytes}"
+            return DeadLetter(job, reason)
+        endpoint = endpoint_of(job.url)
+        health = self._health.get(endpoint) or EndpointHealth(policy=self._breaker)
+        allowed, health = health.admit(now)
+        self._health[endpoint] = health
+        if not allowed:
+            # Paused endpoint: reschedule without an attempt, so it is probed, not hammered.
+            return RetryLater(replace(job, due=health.retry_at(now) or now))
+        async with self._slots[endpoint]:
+            error: DeliveryError | None = None
+            status: int | None = None
+            try:
+                status = await self._sink.send(job.request())
+            except DeliveryError as exc:
+                error = exc
+        now = self._clock()
+        self._health[endpoint] = self._health[endpoint].record(error is None, now)
+        job = job.attempted(now, error, status)
+        if error is None:
+            return Delivered(job)
+        decision = decide(
+            error, attempts_made=job.attempts, policy=self._retry, now=now, rng=self._rng
+        )
+        if isinstance(decision, GiveUp):
+            return DeadLetter(job, decision.reason)
+        return RetryLater(replace(job, due=decision.due))

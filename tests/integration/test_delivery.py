@@ -1,0 +1,123 @@
+"""Webhook delivery on a real broker and worker: retries with the same webhook-id, dead letters
+for permanent failures and exhausted retries, and SSRF refusals."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from aiohttp import web
+from jsonschema import Draft202012Validator
+
+from tests.integration.conftest import consume, produce, read_to_end, request_count, wait_for_table
+
+DEAD_LETTER = Draft202012Validator(
+    json.loads((Path(__file__).parents[2] / "schemas" / "dead_letter.json").read_text())
+)
+
+
+def answering(*statuses: int):
+    """A responder answering the given statuses in turn, then the last one forever."""
+    answers = list(statuses)
+
+    def respond(_received) -> web.Response:
+        status = answers.pop(0) if len(answers) > 1 else answers[0]
+        return web.Response(status=status)
+
+    return respond
+
+
+async def one_trigger(make_config, cli, topics_of, start_worker, receiver, **delivery):
+    """A worker whose monitor webhook is the receiver, and one key crossing 50%."""
+    config = make_config(
+        monitor={
+            "global_trigger_limits": [50],
+            "configuration": {"target_path": f"{receiver.url}/hook"},
+        },
+        delivery=delivery,
+    )
+    settings = await topics_of(config)
+    sessions = {"hook-key": {"org_id": "o1", "quota_max": 2, "quota_renewal_rate": 0}}
+    status, _, err = await cli(config, "sessions", "put", "-", stdin=orjson.dumps(sessions))
+    assert status == 0, err
+    await start_worker(config)
+    await wait_for_table(settings, "sessions", lambda s: "hook-key" in s)
+    await produce(
+        settings.kafka.bootstrap_servers,
+        settings.topics.requests,
+        [request_count("hook-key", time.time(), 1, org="o1")],
+    )
+    return settings
+
+
+async def test_failing_twice_then_succeeding_delivers_once_with_one_webhook_id(
+    make_config, cli, topics_of, start_worker, receiver
+):
+    receiver.responder = answering(500, 500, 200)
+    settings = await one_trigger(
+        make_config, cli, topics_of, start_worker, receiver, retry_schedule=[0.2, 0.2, 0.2]
+    )
+    hooks = await receiver.wait_for(3, timeout=60)
+    assert len({hook.headers["webhook-id"] for hook in hooks}) == 1
+    assert len({hook.body for hook in hooks}) == 1
+    triggers = await consume(
+        settings.kafka.bootstrap_servers, settings.topics.triggers, until=lambda r: len(r) >= 1
+    )
+    assert hooks[0].headers["webhook-id"] == orjson.loads(triggers[0].value)["id"]
+    assert await read_to_end(settings.kafka.bootstrap_servers, settings.topics.dlq) == []
+
+
+@pytest.mark.parametrize("status", [410, 400])
+async def test_permanent_failure_is_dead_lettered_after_one_attempt(
+    make_config, cli, topics_of, start_worker, receiver, status
+):
+    receiver.responder = answering(status)
+    settings = await one_trigger(
+        make_config, cli, topics_of, start_worker, receiver, retry_schedule=[0.2]
+    )
+    records = await consume(
+        settings.kafka.bootstrap_servers, settings.topics.dlq, until=lambda r: len(r) >= 1
+    )
+    letter = orjson.loads(records[0].value)
+    DEAD_LETTER.validate(letter)
+    assert letter["last_status"] == status
+    assert letter["attempts"] == 1
+    assert letter["target"] == f"{receiver.url}/hook"
+    assert letter["event"]["event"] == "TriggerExceeded"
+    assert records[0].key == letter["id"].encode()
+    assert len(receiver.received) == 1
+
+
+async def test_retries_running_out_dead_letter_with_the_last_status(
+    make_config, cli, topics_of, start_worker, receiver
+):
+    receiver.responder = answering(503)
+    settings = await one_trigger(
+        make_config, cli, topics_of, start_worker, receiver, retry_schedule=[0.1, 0.1]
+    )
+    records = await consume(
+        settings.kafka.bootstrap_servers, settings.topics.dlq, until=lambda r: len(r) >= 1
+    )
+    letter = orjson.loads(records[0].value)
+    assert letter["attempts"] == 3
+    assert letter["last_status"] == 503
+    assert "retries exhausted" in letter["last_error"]
+    assert len(receiver.received) == 3
+
+
+async def test_loopback_target_is_refused_unless_allow_listed(
+    make_config, cli, topics_of, start_worker, receiver
+):
+    settings = await one_trigger(
+        make_config, cli, topics_of, start_worker, receiver, allow_networks=[]
+    )
+    records = await consume(
+        settings.kafka.bootstrap_servers, settings.topics.dlq, until=lambda r: len(r) >= 1
+    )
+    letter = orjson.loads(records[0].value)
+    assert "refused" in letter["last_error"]
+    assert letter["last_status"] is None
+    assert receiver.received == []
