@@ -20,11 +20,14 @@ from typing import Any
 import faust
 
 from pipeline.app import RAW, Pipeline
+from pipeline.config import WebhookConfig
+from pipeline.cooldown import Cooldown
 from pipeline.deliveries import DeliveryJob, dead_letter
 from pipeline.delivery import DeadLetter, Delivered, Deliverer, Outcome, RetryLater
-from pipeline.errors import InvalidRecord
+from pipeline.errors import InvalidRecord, PermanentDeliveryError
 from pipeline.health import BreakerPolicy
 from pipeline.models import decode_json_object
+from pipeline.rendering import BodyTemplate
 from pipeline.retry import RetryPolicy
 from pipeline.sinks.webhook import WebhookSink
 from pipeline.streams import send_rejection
@@ -33,17 +36,20 @@ from pipeline.webhooks import WebhookRequest, default_trigger_body
 log = logging.getLogger(__name__)
 
 
-def trigger_requests(event: dict[str, Any], pipeline: Pipeline) -> list[WebhookRequest]:
-    """The webhook requests one TriggerExceeded event makes."""
-    webhook = pipeline.settings.monitor.configuration
+def trigger_requests(
+    event: dict[str, Any], webhook: WebhookConfig, template: BodyTemplate | None
+) -> list[WebhookRequest]:
+    """The webhook requests one TriggerExceeded event makes (the body template may raise a
+    PermanentDeliveryError for an event it cannot render)."""
     if not webhook.target_path:
         return []
+    body = template.render(event) if template is not None else default_trigger_body(event)
     return [
         WebhookRequest(
             event_id=event["id"],
             method=webhook.method,
             url=webhook.target_path,
-            body=default_trigger_body(event),
+            body=body,
             extra_headers=webhook.header_map,
         )
     ]
@@ -149,6 +155,9 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
         for index in range(len(settings.retry_schedule))
     ]
     router = DeliveryRouter(pipeline, tiers)
+    webhook = pipeline.settings.monitor.configuration
+    template = BodyTemplate.load(webhook.template_path) if webhook.template_path else None
+    cooldown = Cooldown(webhook.event_timeout)
 
     async def close_sink(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await sink.stop()
@@ -166,10 +175,24 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
             except InvalidRecord as exc:
                 await send_rejection(pipeline, event, exc.reason)
             else:
-                for request in trigger_requests(trigger, pipeline):
-                    job = DeliveryJob.for_request(request, trigger)
-                    await router.route(await deliverer.attempt(job))
+                await deliver_trigger(trigger)
             await manual.ack(event)
+
+        async def deliver_trigger(trigger: dict[str, Any]) -> None:
+            try:
+                requests = trigger_requests(trigger, webhook, template)
+            except PermanentDeliveryError as exc:
+                job = DeliveryJob(
+                    trigger["id"], webhook.method, webhook.target_path, b"", {}, trigger
+                )
+                await router.route(DeadLetter(job.attempted(time.time(), exc, None), str(exc)))
+                return
+            for request in requests:
+                if not cooldown.admit(request.method, request.url, request.body, time.time()):
+                    log.info("cooldown: identical webhook not re-sent id=%s", request.event_id)
+                    continue
+                job = DeliveryJob.for_request(request, trigger)
+                await router.route(await deliverer.attempt(job))
 
         await run_bounded(manual.events(), settings.concurrency, handle)
 

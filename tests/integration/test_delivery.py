@@ -121,3 +121,36 @@ async def test_loopback_target_is_refused_unless_allow_listed(
     assert "refused" in letter["last_error"]
     assert letter["last_status"] is None
     assert receiver.received == []
+
+
+async def test_template_path_shapes_the_body(
+    make_config, cli, topics_of, start_worker, receiver, tmp_path
+):
+    template = tmp_path / "body.json"
+    template.write_text(
+        '{"alert": "{{ key }} reached {{ trigger_limit }}%", "org": {{ org | tojson }}}'
+    )
+    config = make_config(
+        monitor={
+            "global_trigger_limits": [50],
+            "configuration": {
+                "target_path": f"{receiver.url}/hook",
+                "template_path": str(template),
+                "method": "PUT",
+            },
+        },
+    )
+    settings = await topics_of(config)
+    sessions = {"tpl-key": {"org_id": "o1", "quota_max": 2, "quota_renewal_rate": 0}}
+    status, _, err = await cli(config, "sessions", "put", "-", stdin=orjson.dumps(sessions))
+    assert status == 0, err
+    await start_worker(config)
+    await wait_for_table(settings, "sessions", lambda s: "tpl-key" in s)
+    await produce(
+        settings.kafka.bootstrap_servers,
+        settings.topics.requests,
+        [request_count("tpl-key", time.time(), 1, org="o1")],
+    )
+    hooks = await receiver.wait_for(1, timeout=60)
+    assert hooks[0].method == "PUT"
+    assert orjson.loads(hooks[0].body) == {"alert": "tpl-key reached 50%", "org": "o1"}
