@@ -44,6 +44,8 @@ class Tables:
     orgs: TableT[str, Any]
     #: org id -> its UsageState, as JSON.
     org_usage: TableT[str, Any]
+    #: org id -> its event_options; global: every worker's delivery agent reads every org.
+    org_targets: TableT[str, Any]
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
         key_usage=app.Table("key_usage", **table_options),
         orgs=app.Table("orgs", **table_options),
         org_usage=app.Table("org_usage", **table_options),
+        org_targets=app.GlobalTable("org_targets", **table_options),
     )
     gate = BatchGate()
     install_gate(app, gate)

@@ -37,22 +37,38 @@ log = logging.getLogger(__name__)
 
 
 def trigger_requests(
-    event: dict[str, Any], webhook: WebhookConfig, template: BodyTemplate | None
+    event: dict[str, Any],
+    webhook: WebhookConfig,
+    template: BodyTemplate | None,
+    org_options: dict[str, Any] | None,
 ) -> list[WebhookRequest]:
-    """The webhook requests one TriggerExceeded event makes (the body template may raise a
+    """The webhook requests one TriggerExceeded event makes: the monitor webhook, and the org's
+    ``event_options.trigger_event.webhook`` (the body template may raise a
     PermanentDeliveryError for an event it cannot render)."""
-    if not webhook.target_path:
-        return []
-    body = template.render(event) if template is not None else default_trigger_body(event)
-    return [
-        WebhookRequest(
-            event_id=event["id"],
-            method=webhook.method,
-            url=webhook.target_path,
-            body=body,
-            extra_headers=webhook.header_map,
+    requests = []
+    if webhook.target_path:
+        body = template.render(event) if template is not None else default_trigger_body(event)
+        requests.append(
+            WebhookRequest(
+                event_id=event["id"],
+                method=webhook.method,
+                url=webhook.target_path,
+                body=body,
+                extra_headers=webhook.header_map,
+            )
         )
-    ]
+    org_webhook = ((org_options or {}).get("trigger_event") or {}).get("webhook")
+    if org_webhook:
+        requests.append(
+            WebhookRequest(
+                event_id=event["id"],
+                method="POST",
+                url=org_webhook,
+                body=default_trigger_body(event),
+                extra_headers={},
+            )
+        )
+    return requests
 
 
 def decode_trigger(raw: bytes | None) -> dict[str, Any]:
@@ -180,7 +196,8 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
 
         async def deliver_trigger(trigger: dict[str, Any]) -> None:
             try:
-                requests = trigger_requests(trigger, webhook, template)
+                org_options = pipeline.tables.org_targets.get(trigger["org"])
+                requests = trigger_requests(trigger, webhook, template, org_options)
             except PermanentDeliveryError as exc:
                 job = DeliveryJob(
                     trigger["id"], webhook.method, webhook.target_path, b"", {}, trigger

@@ -45,8 +45,11 @@ def attach_org_agents(pipeline: Pipeline) -> None:
                     if org is None:
                         tables.orgs.pop(org_id, None)
                         tables.org_usage.pop(org_id, None)
+                        tables.org_targets.pop(org_id, None)
                     else:
-                        tables.orgs[org_id] = compact_org(org)
+                        compact = compact_org(org)
+                        tables.orgs[org_id] = compact
+                        tables.org_targets[org_id] = compact["event_options"]
             yield None
 
     @app.agent(topics.org_partials, name="org-usage")

@@ -154,3 +154,38 @@ async def test_template_path_shapes_the_body(
     hooks = await receiver.wait_for(1, timeout=60)
     assert hooks[0].method == "PUT"
     assert orjson.loads(hooks[0].body) == {"alert": "tpl-key reached 50%", "org": "o1"}
+
+
+async def test_org_trigger_webhook_receives_every_trigger_of_its_org(
+    make_config, cli, topics_of, start_worker, receiver
+):
+    config = make_config(
+        monitor={
+            "global_trigger_limits": [50],
+            "configuration": {"target_path": f"{receiver.url}/monitor"},
+        },
+    )
+    settings = await topics_of(config)
+    sessions = {"org-key": {"org_id": "acme", "quota_max": 2, "quota_renewal_rate": 0}}
+    orgs = {
+        "acme": {
+            "quota_max": 2,
+            "quota_renewal_rate": 0,
+            "event_options": {"trigger_event": {"webhook": f"{receiver.url}/acme"}},
+        }
+    }
+    for kind, entries in (("sessions", sessions), ("orgs", orgs)):
+        status, _, err = await cli(config, kind, "put", "-", stdin=orjson.dumps(entries))
+        assert status == 0, err
+    await start_worker(config)
+    await wait_for_table(settings, "sessions", lambda s: "org-key" in s)
+    await wait_for_table(settings, "org_targets", lambda s: "acme" in s)
+    await produce(
+        settings.kafka.bootstrap_servers,
+        settings.topics.requests,
+        [request_count("org-key", time.time(), 1, org="acme")],
+    )
+    hooks = await receiver.wait_for(4, timeout=60)
+    seen = {(hook.path, orjson.loads(hook.body)["key"]) for hook in hooks}
+    # The key's trigger and the org's own (key "") reach both the monitor and the org webhook.
+    assert seen == {("/monitor", "org-key"), ("/monitor", ""), ("/acme", "org-key"), ("/acme", "")}
