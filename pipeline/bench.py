@@ -19,7 +19,6 @@ import uuid
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -28,10 +27,10 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.config import Settings
-from pipeline.demo import free_port, remove_topics
+from pipeline.demo import remove_topics
 from pipeline.kafka import admin_client, contract_topics, create_topics, probe_broker
 from pipeline.loader import publish
-from pipeline.local import WorkerProcess
+from pipeline.local import WorkerProcess, isolated_config
 
 T0 = 1_700_000_000.0
 
@@ -51,23 +50,6 @@ class BenchResult:
     @property
     def ratio(self) -> float:
         return self.usage_per_s / self.ceiling_per_s if self.ceiling_per_s else 0.0
-
-
-def bench_config(run: str, bootstrap: str, partitions: int, data_dir: Path) -> dict[str, Any]:
-    defaults = Settings().topics.model_dump()
-    return {
-        "app_id": f"qp-bench-{run}",
-        "data_dir": str(data_dir),
-        "kafka": {"bootstrap_servers": bootstrap, "partitions": partitions},
-        "topics": {name: f"bench-{run}.{topic}" for name, topic in defaults.items()},
-        "monitor": {
-            "enable_trigger_monitors": True,
-            "global_trigger_limits": [50, 80, 100],
-            "monitor_user_keys": True,
-            "monitor_org_keys": True,
-        },
-        "web": {"port": free_port()},
-    }
 
 
 async def produce_load(settings: Settings, records: int, keys: int, orgs: int) -> float:
@@ -147,7 +129,9 @@ async def run_bench(records: int, keys: int, orgs: int, partitions: int) -> Benc
     bootstrap = Settings().kafka.bootstrap_servers
     run = uuid.uuid4().hex[:8]
     workdir = Path(tempfile.mkdtemp(prefix="quota-bench-"))
-    config = bench_config(run, bootstrap, partitions, workdir / "data")
+    config = isolated_config(
+        f"bench-{run}", bootstrap=bootstrap, partitions=partitions, data_dir=workdir / "data"
+    )
     settings = Settings.model_validate(config)
     await probe_broker(settings)
     await create_topics(settings, contract_topics(settings), partitions)

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import random
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from pipeline.config import Settings
 from pipeline.errors import BrokerUnavailable
 from pipeline.kafka import admin_client, contract_topics, create_topics, probe_broker, producer
 from pipeline.loader import mask, publish
-from pipeline.local import WorkerProcess, kafka_local
+from pipeline.local import WorkerProcess, isolated_config, kafka_local
 from pipeline.receiver import ReceivedWebhook, WebhookReceiver
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
@@ -58,35 +57,16 @@ SAMPLE_ORGS: dict[str, dict[str, Any]] = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def demo_config(run_id: str, bootstrap: str, receiver_url: str, data_dir: Path) -> dict[str, Any]:
     """The embedded defaults: global limits 50/80/100, the local receiver as monitor webhook."""
-    defaults = Settings().topics.model_dump()
-    return {
-        "app_id": f"quota-demo-{run_id}",
-        "data_dir": str(data_dir),
-        "kafka": {"bootstrap_servers": bootstrap, "partitions": 2},
-        "topics": {name: f"demo-{run_id}.{topic}" for name, topic in defaults.items()},
-        "monitor": {
-            "enable_trigger_monitors": True,
-            "global_trigger_limits": [50, 80, 100],
-            "monitor_user_keys": True,
-            "monitor_org_keys": True,
-            "configuration": {
-                "method": "POST",
-                "target_path": f"{receiver_url}/quota-alerts",
-                "header_map": {"X-Demo": run_id},
-            },
-        },
-        "delivery": {"allow_networks": ["127.0.0.0/8", "::1/128"], "timeout": 5},
-        "web": {"port": free_port()},
+    config = isolated_config(f"demo-{run_id}", bootstrap=bootstrap, partitions=2, data_dir=data_dir)
+    config["monitor"]["configuration"] = {
+        "method": "POST",
+        "target_path": f"{receiver_url}/quota-alerts",
+        "header_map": {"X-Demo": run_id},
     }
+    config["delivery"] = {"allow_networks": ["127.0.0.0/8", "::1/128"], "timeout": 5}
+    return config
 
 
 def show_delivery(console: Console, started: float) -> Any:

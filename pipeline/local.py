@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import IO, Any
 import aiohttp
 import orjson
 
+from pipeline.config import TopicNames
 from pipeline.errors import BrokerUnavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +34,34 @@ def kafka_local(action: str, *, port: int = 9092, data: Path | None = None) -> N
     if result.returncode != 0:
         last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
         raise BrokerUnavailable(f"deploy/kafka-local {action} failed: {last[0]}")
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def isolated_config(
+    name: str, *, bootstrap: str, partitions: int, data_dir: Path
+) -> dict[str, Any]:
+    """A worker config with its own app id and topics (``<name>.<topic>``), every monitor
+    switch on and global limits 50/80/100: runs that share a broker never see each other."""
+    return {
+        "app_id": f"qp-{name}",
+        "data_dir": str(data_dir),
+        "kafka": {"bootstrap_servers": bootstrap, "partitions": partitions},
+        "topics": {field: f"{name}.{topic}" for field, topic in TopicNames().model_dump().items()},
+        "monitor": {
+            "enable_trigger_monitors": True,
+            "global_trigger_limits": [50, 80, 100],
+            "monitor_user_keys": True,
+            "monitor_org_keys": True,
+        },
+        "web": {"port": free_port()},
+    }
 
 
 class WorkerProcess:

@@ -10,12 +10,11 @@ import orjson
 
 from pipeline.app import Pipeline
 from pipeline.config import MonitorConfig
-from pipeline.errors import InvalidRecord
 from pipeline.models import decode_org
 from pipeline.monitoring import compact_org, org_limits
 from pipeline.partials import Bucket, decode_partial
 from pipeline.quota import UsageState, apply_records
-from pipeline.streams import decode_batch, gated_batches, send_rejection
+from pipeline.streams import decode_batch, decode_keyed, gated_batches
 from pipeline.tables import acting_for
 from pipeline.transactions import emit
 from pipeline.triggers import trigger_event
@@ -32,15 +31,8 @@ def attach_org_agents(pipeline: Pipeline) -> None:
     @app.agent(topics.orgs, name="orgs")
     async def orgs_agent(stream: Any) -> AsyncIterator[None]:
         async for events in gated_batches(pipeline, stream, BATCH_MAX, BATCH_WITHIN):
-            for event in events:
-                org_id = event.key.decode(errors="replace") if event.key else ""
-                try:
-                    if not org_id:
-                        raise InvalidRecord("an org record needs the org id as its record key")
-                    org = decode_org(event.value)
-                except InvalidRecord as exc:
-                    await send_rejection(pipeline, event, exc.reason)
-                    continue
+            orgs = await decode_keyed(pipeline, events, decode_org, key_name="org id")
+            for event, org_id, org in orgs:
                 with acting_for(event):
                     if org is None:
                         tables.orgs.pop(org_id, None)

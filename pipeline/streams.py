@@ -69,3 +69,23 @@ async def decode_batch(
             continue
         by_partition[event.message.partition].append((event, value))
     return by_partition
+
+
+async def decode_keyed(
+    pipeline: Pipeline,
+    events: Iterable[Any],
+    decode: Callable[[bytes | None], T],
+    *,
+    key_name: str,
+) -> list[tuple[Any, str, T]]:
+    """Decode records whose record key names their subject; reject keyless or bad ones."""
+    decoded: list[tuple[Any, str, T]] = []
+    for event in events:
+        subject = event.key.decode(errors="replace") if event.key else ""
+        try:
+            if not subject:
+                raise InvalidRecord(f"the record key must be the {key_name}")
+            decoded.append((event, subject, decode(event.value)))
+        except InvalidRecord as exc:
+            await send_rejection(pipeline, event, exc.reason)
+    return decoded

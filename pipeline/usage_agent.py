@@ -13,12 +13,11 @@ import orjson
 
 from pipeline.app import Pipeline
 from pipeline.config import MonitorConfig
-from pipeline.errors import InvalidRecord
 from pipeline.models import RequestCount, Session, decode_request_count, decode_session
 from pipeline.monitoring import compact_session, watched_key
 from pipeline.partials import PartialSums, encode_partial
 from pipeline.quota import UsageState, apply_records, reset
-from pipeline.streams import decode_batch, gated_batches, send_rejection
+from pipeline.streams import decode_batch, decode_keyed, gated_batches
 from pipeline.tables import acting_for
 from pipeline.transactions import emit
 from pipeline.triggers import trigger_event
@@ -39,15 +38,8 @@ def attach_usage_agents(pipeline: Pipeline) -> None:
     @app.agent(topics.sessions, name="sessions")
     async def sessions_agent(stream: Any) -> AsyncIterator[None]:
         async for events in gated_batches(pipeline, stream, SESSIONS_BATCH_MAX, BATCH_WITHIN):
-            for event in events:
-                key = event.key.decode(errors="replace") if event.key else ""
-                try:
-                    if not key:
-                        raise InvalidRecord("a session record needs the API key as record key")
-                    session = decode_session(event.value)
-                except InvalidRecord as exc:
-                    await send_rejection(pipeline, event, exc.reason)
-                    continue
+            sessions = await decode_keyed(pipeline, events, decode_session, key_name="API key")
+            for event, key, session in sessions:
                 with acting_for(event):
                     apply_session(pipeline, key, session)
             yield None

@@ -8,7 +8,6 @@ import collections
 import contextlib
 import itertools
 import os
-import socket
 import sys
 import time
 import uuid
@@ -23,7 +22,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline.config import Settings
 from pipeline.kafka import contract_topics, create_topics
-from pipeline.local import WorkerProcess, kafka_local
+from pipeline.local import WorkerProcess, isolated_config, kafka_local
 from pipeline.receiver import WebhookReceiver
 
 #: Not 9092, so the suite never touches a developer's broker or the demo's.
@@ -60,13 +59,6 @@ def kafka_bootstrap(local_broker: LocalBroker) -> str:
     return local_broker.bootstrap
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def make_config(kafka_bootstrap: str, tmp_path: Path) -> Callable[..., dict[str, Any]]:
     """Config dicts with their own app id and topics, so tests never share state."""
@@ -74,22 +66,14 @@ def make_config(kafka_bootstrap: str, tmp_path: Path) -> Callable[..., dict[str,
     counter = itertools.count()
 
     def make(**sections: Any) -> dict[str, Any]:
-        config: dict[str, Any] = {
-            "app_id": f"qp-test-{run}",
-            "data_dir": str(tmp_path / f"data-{next(counter)}"),
-            "kafka": {"bootstrap_servers": kafka_bootstrap, "partitions": 2},
-            "topics": {
-                name: f"t-{run}.{topic}" for name, topic in Settings().topics.model_dump().items()
-            },
-            "monitor": {
-                "enable_trigger_monitors": True,
-                "global_trigger_limits": [50, 80],
-                "monitor_user_keys": True,
-                "monitor_org_keys": True,
-            },
-            "delivery": {"allow_networks": ["127.0.0.0/8", "::1/128"], "timeout": 5},
-            "web": {"port": free_port()},
-        }
+        config = isolated_config(
+            f"test-{run}",
+            bootstrap=kafka_bootstrap,
+            partitions=2,
+            data_dir=tmp_path / f"data-{next(counter)}",
+        )
+        config["monitor"]["global_trigger_limits"] = [50, 80]
+        config["delivery"] = {"allow_networks": ["127.0.0.0/8", "::1/128"], "timeout": 5}
         for name, value in sections.items():
             if isinstance(value, dict) and isinstance(config.get(name), dict):
                 config[name] = {**config[name], **value}
