@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pipeline import __version__
 from pipeline.config import Settings, load_settings
@@ -65,6 +66,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--rate", type=float, default=200.0, help="simulated requests per second (default 200)"
     )
+    dlq = commands.add_parser("dlq", help="inspect and redrive notifications.dlq")
+    dlq_actions = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    for action, text in (
+        ("list", "list dead letters"),
+        ("show", "show the dead letters of one event id"),
+        ("redrive", "re-deliver dead letters through the worker (same webhook-id)"),
+    ):
+        sub = dlq_actions.add_parser(action, help=text)
+        if action == "show":
+            sub.add_argument("event_id", metavar="ID", help="the event id (webhook-id)")
+        add_window_arguments(sub)
+        sub.add_argument("--target", help="only dead letters for this target URL")
+        if action == "redrive":
+            sub.add_argument("--dry-run", action="store_true", help="say what would be sent")
+
+    replay = commands.add_parser(
+        "replay", help="re-deliver trigger events of a time range (same webhook-id)"
+    )
+    replay.add_argument("--topic", default=None, help="the topic to replay (quota.triggers)")
+    add_window_arguments(replay)
+    replay.add_argument("--key", help="only events of this API key")
+    replay.add_argument("--org", help="only events of this org")
+    replay.add_argument("--dry-run", action="store_true", help="say what would be sent")
+
     bench = commands.add_parser(
         "bench", help="measure the usage stage against the raw consume ceiling, in one run"
     )
@@ -76,31 +101,99 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_window_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", metavar="T", help="from this time (unix seconds or ISO-8601)")
+    parser.add_argument("--until", metavar="T", help="before this time")
+
+
+def window_of(args: argparse.Namespace) -> Any:
+    from pipeline.operators import Window, parse_time
+
+    return Window(
+        since=parse_time(args.since) if args.since else None,
+        until=parse_time(args.until) if args.until else None,
+    )
+
+
+def run_worker_command(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.worker import run_worker  # imports faust: only when needed
+
+    run_worker(settings, loglevel=args.loglevel)
+    return 0
+
+
+def run_put_command(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.loader import put_file
+
+    count = asyncio.run(put_file(settings, args.command, args.file))
+    print(f"published {count} {args.command}")
+    return 0
+
+
+def run_demo_command(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.demo import run_demo
+
+    return run_demo(duration=args.duration, rate=args.rate)
+
+
+def run_dlq_command(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import operators
+
+    return operators.run(
+        lambda console: operators.dlq_command(
+            settings,
+            args.dlq_command,
+            window=window_of(args),
+            target=args.target,
+            event_id=getattr(args, "event_id", None),
+            dry_run=getattr(args, "dry_run", False),
+            console=console,
+        )
+    )
+
+
+def run_replay_command(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import operators
+
+    return operators.run(
+        lambda console: operators.replay_command(
+            settings,
+            args.topic or settings.topics.triggers,
+            window=window_of(args),
+            key=args.key,
+            org=args.org,
+            dry_run=args.dry_run,
+            console=console,
+        )
+    )
+
+
+def run_bench_command(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.bench import bench
+
+    if min(args.records, args.keys, args.orgs, args.partitions) < 1:
+        raise UsageError("--records, --keys, --orgs and --partitions must be at least 1")
+    return bench(args.records, args.keys, args.orgs, args.partitions, args.json)
+
+
+def run_topics_command(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(create_topics_command(settings, args.partitions))
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "worker": run_worker_command,
+    "topics": run_topics_command,
+    "sessions": run_put_command,
+    "orgs": run_put_command,
+    "demo": run_demo_command,
+    "dlq": run_dlq_command,
+    "replay": run_replay_command,
+    "bench": run_bench_command,
+}
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command == "worker":
-        from pipeline.worker import run_worker  # imports faust: only when needed
-
-        run_worker(settings, loglevel=args.loglevel)
-        return 0
-    if args.command == "topics":
-        return asyncio.run(create_topics_command(settings, args.partitions))
-    if args.command in ("sessions", "orgs"):
-        from pipeline.loader import put_file
-
-        count = asyncio.run(put_file(settings, args.command, args.file))
-        print(f"published {count} {args.command}")
-        return 0
-    if args.command == "demo":
-        from pipeline.demo import run_demo
-
-        return run_demo(duration=args.duration, rate=args.rate)
-    if args.command == "bench":
-        from pipeline.bench import bench
-
-        if min(args.records, args.keys, args.orgs, args.partitions) < 1:
-            raise UsageError("--records, --keys, --orgs and --partitions must be at least 1")
-        return bench(args.records, args.keys, args.orgs, args.partitions, args.json)
-    raise AssertionError(args.command)
+    return COMMANDS[args.command](args, settings)
 
 
 async def create_topics_command(settings: Settings, partitions: int | None) -> int:

@@ -189,3 +189,62 @@ async def test_org_trigger_webhook_receives_every_trigger_of_its_org(
     seen = {(hook.path, orjson.loads(hook.body)["key"]) for hook in hooks}
     # The key's trigger and the org's own (key "") reach both the monitor and the org webhook.
     assert seen == {("/monitor", "org-key"), ("/monitor", ""), ("/acme", "org-key"), ("/acme", "")}
+
+
+async def test_dlq_list_show_and_redrive_after_the_receiver_recovers(
+    make_config, cli, topics_of, start_worker, receiver
+):
+    receiver.responder = answering(410)
+    settings = await one_trigger(
+        make_config, cli, topics_of, start_worker, receiver, retry_schedule=[0.2]
+    )
+    records = await consume(
+        settings.kafka.bootstrap_servers, settings.topics.dlq, until=lambda r: len(r) >= 1
+    )
+    event_id = orjson.loads(records[0].value)["id"]
+    config = make_config(delivery={"retry_schedule": [0.2]})
+    config.update(app_id=settings.app_id, topics=settings.topics.model_dump())
+    config["monitor"]["configuration"] = {"target_path": f"{receiver.url}/hook"}
+
+    status, out, err = await cli(config, "dlq", "list")
+    assert status == 0, err
+    assert event_id in out
+    status, out, err = await cli(config, "dlq", "show", event_id)
+    assert status == 0, err
+    assert '"last_status": 410' in out
+
+    status, out, err = await cli(config, "dlq", "redrive", "--dry-run")
+    assert status == 0, err
+    assert f"would re-deliver {event_id}" in out
+    assert len(receiver.received) == 1
+
+    receiver.responder = answering(200)
+    status, out, err = await cli(config, "dlq", "redrive", "--target", f"{receiver.url}/hook")
+    assert status == 0, err
+    assert "queued 1 deliveries" in out
+    hooks = await receiver.wait_for(2, timeout=60)
+    assert hooks[1].headers["webhook-id"] == event_id == hooks[0].headers["webhook-id"]
+
+
+async def test_replay_redelivers_triggers_with_their_ids_and_refuses_requests(
+    make_config, cli, topics_of, start_worker, receiver
+):
+    settings = await one_trigger(make_config, cli, topics_of, start_worker, receiver)
+    first = await receiver.wait_for(1, timeout=60)
+    config = make_config()
+    config.update(app_id=settings.app_id, topics=settings.topics.model_dump())
+    config["monitor"]["configuration"] = {"target_path": f"{receiver.url}/hook"}
+
+    status, _, err = await cli(config, "replay", "--topic", settings.topics.requests)
+    assert status == 2
+    assert "count its usage twice" in err
+    assert len(err.strip().splitlines()) == 1
+
+    status, out, err = await cli(
+        config, "replay", "--since", str(time.time() - 600), "--key", "hook-key"
+    )
+    assert status == 0, err
+    assert "queued 1 deliveries" in out
+    hooks = await receiver.wait_for(2, timeout=60)
+    assert hooks[1].headers["webhook-id"] == first[0].headers["webhook-id"]
+    assert hooks[1].body == first[0].body
