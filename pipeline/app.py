@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -58,6 +59,10 @@ class Pipeline:
     tables: Tables
     #: Keeps commits between whole batches: see pipeline.transactions.
     gate: BatchGate
+    #: Held while a batch goes from planned to written (its events are sent in between), so
+    #: that session and org changes never land in that gap and get overwritten.
+    key_writes: asyncio.Lock = field(default_factory=asyncio.Lock)
+    org_writes: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def broker_urls(bootstrap_servers: str) -> list[str]:
@@ -83,6 +88,10 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         "producer_acks": -1,
         "processing_guarantee": settings.kafka.processing_guarantee,
         "broker_commit_interval": settings.kafka.commit_interval,
+        # A worker that dies is noticed in 10 s (faust's default is 60 s): its partitions,
+        # and the triggers waiting in them, move to the survivors that much sooner.
+        "broker_session_timeout": 10.0,
+        "broker_heartbeat_interval": 3.0,
     }
     options.update(overrides)
     return faust.App(settings.app_id, **options)

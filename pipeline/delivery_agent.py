@@ -204,12 +204,17 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
                 )
                 await router.route(DeadLetter(job.attempted(time.time(), exc, None), str(exc)))
                 return
+            admitted = []
             for request in requests:
-                if not cooldown.admit(request.method, request.url, request.body, time.time()):
+                if cooldown.admit(request.method, request.url, request.body, time.time()):
+                    admitted.append(DeliveryJob.for_request(request, trigger))
+                else:
                     log.info("cooldown: identical webhook not re-sent id=%s", request.event_id)
-                    continue
-                job = DeliveryJob.for_request(request, trigger)
-                await router.route(await deliverer.attempt(job))
+            # Targets of one event side by side: a dead endpoint must not delay a healthy one.
+            await asyncio.gather(*(deliver(job) for job in admitted))
+
+        async def deliver(job: DeliveryJob) -> None:
+            await router.route(await deliverer.attempt(job))
 
         await run_bounded(manual.events(), settings.concurrency, handle)
 

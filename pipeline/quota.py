@@ -12,7 +12,7 @@ Nothing here reads a clock or does I/O.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -137,6 +137,21 @@ def apply_records(
             continue
         crossings.extend(fired)
     return Applied(UsageState(current, previous), crossings, dropped)
+
+
+class BatchPlan(NamedTuple):
+    """A batch's effect on a table, decided before anything is written."""
+
+    #: Subject -> its new UsageState, as JSON.
+    states: dict[str, dict[str, Any]]
+    #: (record key, TriggerEvent bytes) to emit, in order.
+    triggers: list[tuple[str, bytes]]
+
+
+def write_states(table: MutableMapping[str, Any], plan: BatchPlan) -> None:
+    """Store a plan's states, one key at a time (faust tables have no working bulk update)."""
+    for subject, state in plan.states.items():
+        table[subject] = state
 
 
 def reset(state: UsageState) -> UsageState:

@@ -25,7 +25,7 @@ plain send. Local RocksDB state is not transactional at all: see worker.discard_
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -103,16 +103,16 @@ def install_gate(app: faust.App, gate: BatchGate) -> None:
 
 async def emit(
     app: faust.App, source_event: Any, topic: faust.TopicT, key: bytes, value: bytes
-) -> None:
-    """Send ``value`` to ``topic`` in the transaction of ``source_event``'s partition."""
+) -> Awaitable[Any]:
+    """Send ``value`` to ``topic`` in the transaction of ``source_event``'s partition; returns
+    the broker's acknowledgement to await."""
     if not app.in_transaction:
-        await topic.send(key=key, value=value)
-        return
+        return await topic.send(key=key, value=value)
     source = source_event.message.tp
     name = topic.get_topic_name()
     transactions = app.consumer.transactions
     group = app.assignor.group_for_topic(source.topic)
-    await transactions.producer.send(
+    return await transactions.producer.send(
         name,
         key,
         value,
@@ -121,3 +121,11 @@ async def emit(
         None,
         transactional_id=f"{app.conf.id}-{group}-{source.partition}",
     )
+
+
+async def emit_all(
+    app: faust.App, source_event: Any, topic: faust.TopicT, records: list[tuple[bytes, bytes]]
+) -> None:
+    """Send every (key, value) and wait until the broker has them all."""
+    acks = [await emit(app, source_event, topic, key, value) for key, value in records]
+    await asyncio.gather(*acks)

@@ -6,7 +6,7 @@ Thin wiring: decode, call the pure logic in :mod:`pipeline.quota`, write the tab
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -16,10 +16,10 @@ from pipeline.config import MonitorConfig
 from pipeline.models import RequestCount, Session, decode_request_count, decode_session
 from pipeline.monitoring import compact_session, watched_key
 from pipeline.partials import PartialSums, encode_partial
-from pipeline.quota import UsageState, apply_records, reset
+from pipeline.quota import BatchPlan, UsageState, apply_records, reset, write_states
 from pipeline.streams import decode_batch, decode_keyed, gated_batches
 from pipeline.tables import acting_for
-from pipeline.transactions import emit
+from pipeline.transactions import emit_all
 from pipeline.triggers import trigger_event
 
 #: Records per batch, and how long a batch may wait to fill (it bounds trigger latency).
@@ -40,8 +40,9 @@ def attach_usage_agents(pipeline: Pipeline) -> None:
         async for events in gated_batches(pipeline, stream, SESSIONS_BATCH_MAX, BATCH_WITHIN):
             sessions = await decode_keyed(pipeline, events, decode_session, key_name="API key")
             for event, key, session in sessions:
-                with acting_for(event):
-                    apply_session(pipeline, key, session)
+                async with pipeline.key_writes:
+                    with acting_for(event):
+                        apply_session(pipeline, key, session)
             yield None
 
     @app.agent(topics.requests, name="usage")
@@ -51,19 +52,27 @@ def attach_usage_agents(pipeline: Pipeline) -> None:
             for decoded in by_partition.values():
                 source = decoded[-1][0]
                 records = [record for _, record in decoded]
-                with acting_for(source):
-                    triggers = apply_key_batch(
-                        pipeline.tables.sessions, pipeline.tables.key_usage, records, monitor
+                # Events first, state after: a crash between them repeats an event (with its
+                # id) rather than losing one. The lock keeps session changes out of the gap.
+                async with pipeline.key_writes:
+                    with acting_for(source):
+                        plan = plan_key_batch(
+                            pipeline.tables.sessions, pipeline.tables.key_usage, records, monitor
+                        )
+                    triggers = [(key.encode(), payload) for key, payload in plan.triggers]
+                    # Every record counts for its org, whether or not its key has a session.
+                    partials = PartialSums()
+                    for record in records:
+                        partials.add(record.org_id, record.ts, record.count)
+                    await emit_all(app, source, topics.triggers, triggers)
+                    await emit_all(
+                        app,
+                        source,
+                        topics.org_partials,
+                        [(org.encode(), encode_partial(org, b)) for org, b in partials.items()],
                     )
-                for key, payload in triggers:
-                    await emit(app, source, topics.triggers, key.encode(), payload)
-                # Every record counts for its org, whether or not its key has a session.
-                partials = PartialSums()
-                for record in records:
-                    partials.add(record.org_id, record.ts, record.count)
-                for org_id, buckets in partials.items():
-                    partial = encode_partial(org_id, buckets)
-                    await emit(app, source, topics.org_partials, org_id.encode(), partial)
+                    with acting_for(source):
+                        write_states(pipeline.tables.key_usage, plan)
             yield None
 
 
@@ -79,22 +88,23 @@ def apply_session(pipeline: Pipeline, key: str, session: Session | None) -> None
         tables.key_usage[key] = reset(UsageState.from_stored(tables.key_usage[key])).to_json()
 
 
-def apply_key_batch(
+def plan_key_batch(
     sessions: Mapping[str, Any],
-    key_usage: MutableMapping[str, Any],
+    key_usage: Mapping[str, Any],
     records: list[RequestCount],
     monitor: MonitorConfig,
-) -> list[tuple[str, bytes]]:
-    """Apply one partition's share of a batch to the key table; return the triggers to emit.
+) -> BatchPlan:
+    """One partition's share of a batch: the keys' new states and the triggers to emit.
 
-    Synchronous on purpose: no await between reading and writing a key's state. The tables
-    are faust tables in the worker and plain dicts in tests.
+    Reads the tables and writes nothing; they are faust tables in the worker and plain dicts
+    in tests.
     """
     by_key: dict[str, list[tuple[float, int]]] = defaultdict(list)
     org_of_key: dict[str, str] = {}
     for record in records:
         by_key[record.key].append((record.ts, record.count))
         org_of_key[record.key] = record.org_id
+    states: dict[str, dict[str, Any]] = {}
     triggers: list[tuple[str, bytes]] = []
     for key, counts in by_key.items():
         stored = sessions.get(key)
@@ -102,7 +112,7 @@ def apply_key_batch(
             continue  # no session: the key has no quota to watch (yet)
         watched = watched_key(stored, monitor)
         applied = apply_records(UsageState.from_stored(key_usage.get(key)), counts, watched.limits)
-        key_usage[key] = applied.state.to_json()
+        states[key] = applied.state.to_json()
         for crossing in applied.crossings:
             event = trigger_event(
                 "key",
@@ -113,4 +123,4 @@ def apply_key_batch(
                 crossing=crossing,
             )
             triggers.append((key, orjson.dumps(event)))
-    return triggers
+    return BatchPlan(states, triggers)

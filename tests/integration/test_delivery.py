@@ -3,6 +3,7 @@ for permanent failures and exhausted retries, and SSRF refusals."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -248,3 +249,101 @@ async def test_replay_redelivers_triggers_with_their_ids_and_refuses_requests(
     hooks = await receiver.wait_for(2, timeout=60)
     assert hooks[1].headers["webhook-id"] == first[0].headers["webhook-id"]
     assert hooks[1].body == first[0].body
+
+
+@pytest.fixture
+async def dead_endpoint():
+    """A server that accepts requests and never answers (until the test ends)."""
+    release = asyncio.Event()
+
+    async def hang(_request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hang)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    release.set()
+    await runner.cleanup()
+
+
+async def test_a_dead_endpoint_does_not_hold_back_a_healthy_one(
+    make_config, cli, topics_of, start_worker, receiver, dead_endpoint
+):
+    config = make_config(
+        monitor={
+            "global_trigger_limits": [100],
+            "configuration": {"target_path": f"{dead_endpoint}/hook"},
+        },
+        delivery={"timeout": 2, "retry_schedule": [30]},
+    )
+    settings = await topics_of(config)
+    keys = [f"many-{i}" for i in range(30)]
+    sessions = {key: {"org_id": "acme", "quota_max": 1, "quota_renewal_rate": 0} for key in keys}
+    orgs = {"acme": {"event_options": {"trigger_event": {"webhook": f"{receiver.url}/acme"}}}}
+    for kind, entries in (("sessions", sessions), ("orgs", orgs)):
+        status, _, err = await cli(config, kind, "put", "-", stdin=orjson.dumps(entries))
+        assert status == 0, err
+    await start_worker(config)
+    await wait_for_table(settings, "sessions", lambda s: s.keys() >= set(keys))
+    await wait_for_table(settings, "org_targets", lambda s: "acme" in s)
+    now = time.time()
+    await produce(
+        settings.kafka.bootstrap_servers,
+        settings.topics.requests,
+        [request_count(key, now, 1, org="acme") for key in keys],
+    )
+    # Every key's trigger reaches the healthy org webhook while the monitor target hangs.
+    hooks = await receiver.wait_for(len(keys), timeout=60)
+    assert {orjson.loads(hook.body)["key"] for hook in hooks} == set(keys)
+
+
+@pytest.mark.timeout(300)
+async def test_delivery_worker_killed_mid_stream_loses_nothing(
+    make_config, cli, topics_of, start_worker, receiver
+):
+    config = make_config(
+        monitor={
+            "global_trigger_limits": [100],
+            "configuration": {"target_path": f"{receiver.url}/hook"},
+        },
+        delivery={"per_endpoint_concurrency": 2},
+    )
+    settings = await topics_of(config)
+    keys = [f"kill-{i}" for i in range(200)]
+    sessions = {key: {"org_id": "o1", "quota_max": 1, "quota_renewal_rate": 0} for key in keys}
+    status, _, err = await cli(config, "sessions", "put", "-", stdin=orjson.dumps(sessions))
+    assert status == 0, err
+    worker = await start_worker(config)
+    await wait_for_table(settings, "sessions", lambda s: s.keys() >= set(keys))
+    await produce(
+        settings.kafka.bootstrap_servers,
+        settings.topics.requests,
+        [request_count(key, time.time(), 1, org="o1") for key in keys],
+    )
+    await receiver.wait_for(20, timeout=60)
+    worker.kill()
+    await start_worker(config, name="restarted")
+
+    triggers = await consume(
+        settings.kafka.bootstrap_servers,
+        settings.topics.triggers,
+        until=lambda r: len({orjson.loads(x.value)["id"] for x in r}) >= len(keys),
+        timeout=120,
+    )
+    expected = {orjson.loads(record.value)["id"] for record in triggers}
+    assert {orjson.loads(record.value)["key"] for record in triggers} == set(keys)
+    # Every event arrives at least once; a repeat after the crash carries the same webhook-id.
+    await receiver.wait_for(
+        len(expected),
+        timeout=120,
+        where=lambda hook: hook is first_of(receiver, hook.headers["webhook-id"]),
+    )
+    assert {hook.headers["webhook-id"] for hook in receiver.received} == expected
+
+
+def first_of(receiver, webhook_id):
+    return next(h for h in receiver.received if h.headers["webhook-id"] == webhook_id)

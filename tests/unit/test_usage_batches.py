@@ -1,4 +1,4 @@
-"""The usage stage's batch logic (apply_key_batch, apply_org_batch) over plain dict tables:
+"""The usage stage's batch logic (plan_key_batch, plan_org_batch) over plain dict tables:
 random traffic, random interleaving of keys, random batch boundaries."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from pipeline.config import MonitorConfig
 from pipeline.models import RequestCount, Session
 from pipeline.monitoring import compact_session
-from pipeline.org_agent import apply_org_batch
+from pipeline.org_agent import plan_org_batch
 from pipeline.partials import PartialSums
-from pipeline.quota import Limits, UsageState, apply_records
-from pipeline.usage_agent import apply_key_batch
+from pipeline.quota import Limits, UsageState, apply_records, write_states
+from pipeline.usage_agent import plan_key_batch
 
 MONITOR = MonitorConfig(
     enable_trigger_monitors=True,
@@ -33,6 +33,13 @@ def sessions_table() -> dict:
         key: compact_session(Session(org_id="org1", quota_max=quota, quota_renewal_rate=renewal))
         for key, (quota, renewal) in QUOTAS.items()
     }
+
+
+def apply_key_batch(sessions, usage, records, monitor):
+    """What the agent does with a plan: emit its triggers, then write its states."""
+    plan = plan_key_batch(sessions, usage, records, monitor)
+    write_states(usage, plan)
+    return plan.triggers
 
 
 def fired_ids(triggers) -> list[tuple[str, str, float]]:
@@ -98,7 +105,9 @@ def test_keys_without_session_are_not_tracked_but_count_for_their_org():
         partials.add(record.org_id, record.ts, record.count)
     orgs = {"org1": {"quota_max": 10, "quota_renewal_rate": 0, "trigger_limits": []}}
     org_usage: dict = {}
-    triggers = apply_org_batch(orgs, org_usage, list(partials.items()), MONITOR)
+    plan = plan_org_batch(orgs, org_usage, list(partials.items()), MONITOR)
+    write_states(org_usage, plan)
+    triggers = plan.triggers
     assert [orjson.loads(p)["trigger_limit"] for _, p in triggers] == ["25", "50"]
     assert [orjson.loads(p)["key"] for _, p in triggers] == ["", ""]
     assert UsageState.from_stored(org_usage["org1"]).current.usage == 5
@@ -117,3 +126,13 @@ def test_partial_sums_bucket_by_second_keeping_the_earliest_time():
     for ts, count in [(10.7, 1), (10.2, 2), (11.0, 4), (9.9, 8)]:
         partials.add("org1", ts, count)
     assert list(partials.items()) == [("org1", [(9.9, 8), (10.2, 3), (11.0, 4)])]
+
+
+def test_planning_writes_nothing():
+    usage: dict = {}
+    plan = plan_key_batch(
+        sessions_table(), usage, [RequestCount(1.0, "org1", "alpha", 20, None)], MONITOR
+    )
+    assert usage == {}
+    assert set(plan.states) == {"alpha"}
+    assert len(plan.triggers) == 3
