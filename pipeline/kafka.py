@@ -6,9 +6,9 @@ aiokafka's errors are translated here, once, into :class:`BrokerUnavailable`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -50,21 +50,33 @@ def _unavailable(settings: Settings, exc: BaseException) -> BrokerUnavailable:
 
 
 @asynccontextmanager
+async def _running(
+    settings: Settings,
+    start: Callable[[], Awaitable[Any]],
+    stop: Callable[[], Awaitable[Any]],
+    timeout: float,
+) -> AsyncIterator[None]:
+    """Start a client, translating a broker that does not answer; always stop it."""
+    try:
+        await asyncio.wait_for(start(), timeout)
+    except (TimeoutError, KafkaError, OSError) as exc:
+        await stop()
+        raise _unavailable(settings, exc) from exc
+    try:
+        yield
+    finally:
+        await stop()
+
+
+@asynccontextmanager
 async def admin_client(
     settings: Settings, timeout: float = 10
 ) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka.bootstrap_servers, request_timeout_ms=int(timeout * 1000)
     )
-    try:
-        await asyncio.wait_for(admin.start(), timeout)
-    except (TimeoutError, KafkaError, OSError) as exc:
-        await admin.close()
-        raise _unavailable(settings, exc) from exc
-    try:
+    async with _running(settings, admin.start, admin.close, timeout):
         yield admin
-    finally:
-        await admin.close()
 
 
 async def probe_broker(settings: Settings, timeout: float = 10) -> None:
@@ -108,12 +120,5 @@ async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
         acks="all",
         linger_ms=5,
     )
-    try:
-        await asyncio.wait_for(client.start(), 15)
-    except (TimeoutError, KafkaError, OSError) as exc:
-        await client.stop()
-        raise _unavailable(settings, exc) from exc
-    try:
+    async with _running(settings, client.start, client.stop, 15):
         yield client
-    finally:
-        await client.stop()
