@@ -46,7 +46,8 @@ async def send_rejection(pipeline: Pipeline, event: Any, reason: str) -> None:
         reason=reason,
         now=time.time(),
     )
-    await emit(pipeline.app, event, pipeline.topics.rejected, message.key, value)
+    # Durable before the record is acknowledged: a rejected record is never simply gone.
+    await (await emit(pipeline.app, event, pipeline.topics.rejected, message.key, value))
     log.info(
         "rejected record topic=%s partition=%s offset=%s reason=%s",
         message.topic,

@@ -241,7 +241,7 @@ async def test_same_id_on_every_attempt_and_timestamp_per_attempt(
         deadline = time.monotonic() + 5
         while int(time.time()) <= first_ts:
             assert time.monotonic() < deadline, "the wall clock did not move"
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # poll until the wall clock ticks
         assert await sink.send(request) == 200
 
     first, second = await receiver.wait_for(2, timeout=5)
