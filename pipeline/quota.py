@@ -5,7 +5,9 @@ A period opens at the event time of the first record when none is open and lasts
 rate (forever when the quota never renews); the first record at or after its end opens the next.
 Each threshold fires once per period, when usage first reaches it; records of one call fire in
 arrival order and, within a record, ascending. A late record counts towards the period it falls
-in while that period is kept, and can only fire in that period; older ones are not counted.
+in while that period is kept, and can only fire in that period; one that falls between the
+previous period and the current one counts in the current one without firing; older ones are
+not counted.
 Nothing here reads a clock or does I/O.
 """
 
@@ -132,6 +134,12 @@ def apply_records(
             current, fired = _add(current, count, ts, limits)
         elif previous is not None and previous.holds(ts):
             previous, fired = _add(previous, count, ts, limits)
+        elif previous is None or ts >= previous.end:
+            # After every kept period but before the current one: the current period opened
+            # on a record that overtook this one (an org's records come from many partitions).
+            # It is counted there, and, being late, fires nothing itself.
+            current = replace(current, usage=current.usage + count)
+            continue
         else:
             dropped += count
             continue

@@ -72,10 +72,27 @@ def test_late_record_counts_in_the_previous_period_and_fires_only_there():
 
 def test_record_older_than_every_kept_period_is_dropped_and_reported():
     state = fired([(0, 1), (100, 1), (200, 1)], limits(renewal_rate=60))[1].state
-    crossings, applied = fired([(50, 7), (170, 3)], limits(renewal_rate=60), state)
+    crossings, applied = fired([(50, 7)], limits(renewal_rate=60), state)
     assert crossings == []
-    assert applied.dropped == 10
+    assert applied.dropped == 7
     assert applied.state == state
+
+
+def test_record_between_the_kept_periods_counts_in_the_current_one_without_firing():
+    state = fired([(0, 1), (100, 1), (200, 1)], limits(renewal_rate=60))[1].state
+    crossings, applied = fired([(170, 80)], limits(renewal_rate=60, thresholds=[50]), state)
+    assert crossings == []
+    assert applied.dropped == 0
+    assert applied.state.current.usage == 81
+    # The next on-time record fires what the late one reached.
+    crossings, _ = fired([(201, 1)], limits(renewal_rate=60, thresholds=[50]), applied.state)
+    assert crossings == [(50, 82, 200)]
+
+
+def test_first_period_takes_records_that_arrive_after_it_opened_but_happened_before():
+    crossings, applied = fired([(10, 1), (5, 60)], limits(renewal_rate=0, thresholds=[50]))
+    assert crossings == []
+    assert applied.state.current == Period(10, NEVER, 61)
 
 
 def test_thresholds_added_mid_period_fire_on_the_next_record_when_already_reached():
