@@ -31,12 +31,15 @@ def answering(*statuses: int):
     return respond
 
 
-async def one_trigger(make_config, cli, topics_of, start_worker, receiver, **delivery):
-    """A worker whose monitor webhook is the receiver, and one key crossing 50%."""
+async def one_trigger(
+    make_config, cli, topics_of, start_worker, receiver, webhook=None, **delivery
+):
+    """A worker whose monitor webhook is the receiver (``webhook`` adds to its configuration),
+    and one key crossing 50%."""
     config = make_config(
         monitor={
             "global_trigger_limits": [50],
-            "configuration": {"target_path": f"{receiver.url}/hook"},
+            "configuration": {"target_path": f"{receiver.url}/hook", **(webhook or {})},
         },
         delivery=delivery,
     )
@@ -131,30 +134,11 @@ async def test_template_path_shapes_the_body(
     template.write_text(
         '{"alert": "{{ key }} reached {{ trigger_limit }}%", "org": {{ org | tojson }}}'
     )
-    config = make_config(
-        monitor={
-            "global_trigger_limits": [50],
-            "configuration": {
-                "target_path": f"{receiver.url}/hook",
-                "template_path": str(template),
-                "method": "PUT",
-            },
-        },
-    )
-    settings = await topics_of(config)
-    sessions = {"tpl-key": {"org_id": "o1", "quota_max": 2, "quota_renewal_rate": 0}}
-    status, _, err = await cli(config, "sessions", "put", "-", stdin=orjson.dumps(sessions))
-    assert status == 0, err
-    await start_worker(config)
-    await wait_for_table(settings, "sessions", lambda s: "tpl-key" in s)
-    await produce(
-        settings.kafka.bootstrap_servers,
-        settings.topics.requests,
-        [request_count("tpl-key", time.time(), 1, org="o1")],
-    )
+    webhook = {"template_path": str(template), "method": "PUT"}
+    await one_trigger(make_config, cli, topics_of, start_worker, receiver, webhook=webhook)
     hooks = await receiver.wait_for(1, timeout=60)
     assert hooks[0].method == "PUT"
-    assert orjson.loads(hooks[0].body) == {"alert": "tpl-key reached 50%", "org": "o1"}
+    assert orjson.loads(hooks[0].body) == {"alert": "hook-key reached 50%", "org": "o1"}
 
 
 async def test_org_trigger_webhook_receives_every_trigger_of_its_org(
