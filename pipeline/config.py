@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pipeline.errors import ConfigError
+from pipeline.signing import secret_bytes
 
 #: Short environment variables documented in the README, mapped to their place in the tree.
 SHORT_ENV_VARS: dict[str, tuple[str, ...]] = {
@@ -146,9 +147,15 @@ class DeliverySettings(_Section):
     allow_networks: tuple[str, ...] = ()
     #: Seconds to wait before each retry; its length is the number of retries.
     retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    #: The least wait after a 429, whatever the schedule says (Svix waits at least a minute).
+    rate_limit_wait: float = Field(default=60, ge=0)
     timeout: float = Field(default=15, gt=0)
     connect_timeout: float = Field(default=5, gt=0)
+    #: Standard Webhooks secrets, current first, older ones after it during rotation.
     signing_secrets: tuple[SecretStr, ...] = ()
+    #: Secrets of chosen targets by URL prefix (the longest matching prefix wins). They replace
+    #: ``signing_secrets`` for those targets; an empty list sends them unsigned.
+    target_signing_secrets: dict[str, tuple[SecretStr, ...]] = Field(default_factory=dict)
     max_payload_bytes: int = Field(default=262_144, ge=1)
     #: In-flight deliveries per worker, and per endpoint within that.
     concurrency: int = Field(default=64, ge=1)
@@ -162,6 +169,22 @@ class DeliverySettings(_Section):
                 ipaddress.ip_network(network, strict=False)
             except ValueError as exc:
                 raise ValueError(f"{network!r} is not a network") from exc
+        return value
+
+    @field_validator("signing_secrets")
+    @classmethod
+    def _secrets(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for secret in value:
+            secret_bytes(secret.get_secret_value())  # its ValueError names the expected form
+        return value
+
+    @field_validator("target_signing_secrets")
+    @classmethod
+    def _target_secrets(
+        cls, value: dict[str, tuple[SecretStr, ...]]
+    ) -> dict[str, tuple[SecretStr, ...]]:
+        for secrets in value.values():
+            cls._secrets(secrets)
         return value
 
     @field_validator("retry_schedule")

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import faust
+from pydantic import SecretStr
 
 from pipeline.app import RAW, Pipeline
 from pipeline.config import WebhookConfig
@@ -143,20 +144,29 @@ async def run_bounded(
             task.cancel()
 
 
+def revealed(secrets: Iterable[SecretStr]) -> list[str]:
+    return [secret.get_secret_value() for secret in secrets]
+
+
 def attach_delivery_agents(pipeline: Pipeline) -> None:
     """Register the delivery agent and one agent per retry tier."""
     app, settings = pipeline.app, pipeline.settings.delivery
     sink = WebhookSink(
         timeout=settings.timeout,
         connect_timeout=settings.connect_timeout,
-        signing_secrets=[secret.get_secret_value() for secret in settings.signing_secrets],
+        signing_secrets=revealed(settings.signing_secrets),
+        target_signing_secrets={
+            prefix: revealed(secrets) for prefix, secrets in settings.target_signing_secrets.items()
+        },
         concurrency=settings.concurrency,
         per_endpoint_concurrency=settings.per_endpoint_concurrency,
         allow_networks=settings.allow_networks,
     )
     deliverer = Deliverer(
         sink,
-        retry=RetryPolicy(schedule=settings.retry_schedule),
+        retry=RetryPolicy(
+            schedule=settings.retry_schedule, min_rate_limit_wait=settings.rate_limit_wait
+        ),
         breaker=BreakerPolicy(),
         per_endpoint_concurrency=settings.per_endpoint_concurrency,
         max_payload_bytes=settings.max_payload_bytes,

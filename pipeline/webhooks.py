@@ -33,6 +33,16 @@ def default_trigger_body(event: Mapping[str, Any]) -> bytes:
     return orjson.dumps(body)
 
 
+def secrets_for(
+    url: str, default: Sequence[str], per_target: Mapping[str, Sequence[str]]
+) -> Sequence[str]:
+    """The signing secrets of one target: those of its longest matching URL prefix, if any."""
+    prefixes = [prefix for prefix in per_target if url.startswith(prefix)]
+    if not prefixes:
+        return default
+    return per_target[max(prefixes, key=len)]
+
+
 def attempt_headers(
     request: WebhookRequest, *, now: float, signing_secrets: Sequence[str]
 ) -> dict[str, str]:

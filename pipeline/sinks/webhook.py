@@ -4,7 +4,7 @@ targets checked against the SSRF guard on the address they resolve to."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 import aiohttp
@@ -12,7 +12,7 @@ import aiohttp
 from pipeline.errors import RetriableDeliveryError
 from pipeline.outcomes import classify_status
 from pipeline.ssrf import check_url, guarded_connector, parse_networks, refusal_of
-from pipeline.webhooks import WebhookRequest, attempt_headers
+from pipeline.webhooks import WebhookRequest, attempt_headers, secrets_for
 
 
 class WebhookSink:
@@ -24,12 +24,14 @@ class WebhookSink:
         timeout: float,
         connect_timeout: float,
         signing_secrets: Sequence[str] = (),
+        target_signing_secrets: Mapping[str, Sequence[str]] | None = None,
         concurrency: int = 64,
         per_endpoint_concurrency: int = 8,
         allow_networks: Sequence[str] = (),
     ) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
         self._signing_secrets = tuple(signing_secrets)
+        self._target_signing_secrets = dict(target_signing_secrets or {})
         self._concurrency = concurrency
         self._per_endpoint_concurrency = per_endpoint_concurrency
         self._allowed = parse_networks(allow_networks)
@@ -74,7 +76,8 @@ class WebhookSink:
         # IP literals never reach the resolver: check them (and the scheme) here.
         check_url(request.url, self._allowed)
         now = time.time()
-        headers = attempt_headers(request, now=now, signing_secrets=self._signing_secrets)
+        secrets = secrets_for(request.url, self._signing_secrets, self._target_signing_secrets)
+        headers = attempt_headers(request, now=now, signing_secrets=secrets)
         try:
             async with self._session.request(
                 request.method,

@@ -74,12 +74,14 @@ async def make_sink() -> AsyncIterator[SinkFactory]:
         timeout: float = 5,
         connect_timeout: float = 2,
         signing_secrets: tuple[str, ...] = (),
+        target_signing_secrets: Mapping[str, tuple[str, ...]] | None = None,
         allow_networks: tuple[str, ...] = LOOPBACK,
     ) -> WebhookSink:
         sink = WebhookSink(
             timeout=timeout,
             connect_timeout=connect_timeout,
             signing_secrets=signing_secrets,
+            target_signing_secrets=target_signing_secrets,
             allow_networks=allow_networks,
         )
         sinks.append(sink)
@@ -213,6 +215,23 @@ async def test_during_rotation_either_secret_verifies(
     Webhook(OLD_SECRET).verify(got.body, headers)
     with pytest.raises(WebhookVerificationError):
         Webhook(OTHER_SECRET).verify(got.body, headers)
+
+
+async def test_a_target_with_its_own_secret_is_signed_with_it_alone(
+    receiver: WebhookReceiver, make_sink: SinkFactory, make_request: RequestFactory
+) -> None:
+    per_target = {f"{receiver.url}/acme/": (OTHER_SECRET,), f"{receiver.url}/plain/": ()}
+    async with make_sink(signing_secrets=(SECRET,), target_signing_secrets=per_target) as sink:
+        await sink.send(make_request(path="/acme/hook"))
+        await sink.send(make_request(path="/plain/hook"))
+        await sink.send(make_request(path="/other/hook"))
+
+    acme, plain, other = await receiver.wait_for(3, timeout=5)
+    Webhook(OTHER_SECRET).verify(acme.body, lower_headers(acme))
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(acme.body, lower_headers(acme))
+    assert "webhook-signature" not in lower_headers(plain)
+    Webhook(SECRET).verify(other.body, lower_headers(other))
 
 
 async def test_tampered_body_does_not_verify(

@@ -317,6 +317,18 @@ def test_unreadable_file_contents(tmp_path: Path, name: str, text: str, expected
             id="negative-retry-delay",
         ),
         pytest.param(
+            {"delivery": {"signing_secrets": ["whsec_not base64!"]}},
+            "delivery.signing_secrets",
+            "whsec_ followed by base64",
+            id="bad-signing-secret",
+        ),
+        pytest.param(
+            {"delivery": {"target_signing_secrets": {"https://a.example/": ["oops!"]}}},
+            "delivery.target_signing_secrets",
+            "whsec_ followed by base64",
+            id="bad-target-signing-secret",
+        ),
+        pytest.param(
             {"email_backend": {"code": "pigeon"}},
             "email_backend.code",
             "smtp",

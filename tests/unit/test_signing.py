@@ -18,7 +18,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from pipeline import __version__
 from pipeline.signing import secret_bytes, sign, signature_header
-from pipeline.webhooks import WebhookRequest, attempt_headers, default_trigger_body
+from pipeline.webhooks import WebhookRequest, attempt_headers, default_trigger_body, secrets_for
 
 BODY = b'{"event":"TriggerExceeded","key":"abc123","trigger_limit":"80"}'
 EVENT_ID = "evt_0123456789abcdef0123456789abcdef"
@@ -259,3 +259,13 @@ def test_default_trigger_body_is_tyks_five_fields_plus_usage_percentage() -> Non
         "trigger_limit",
         "usage_percentage",
     ]
+
+
+def test_a_target_takes_the_secrets_of_its_longest_matching_prefix() -> None:
+    default, team, acme = ["whsec_ZGVm"], ["whsec_dGVhbQ=="], ["whsec_YWNtZQ=="]
+    per_target = {"https://hooks.example.com/": team, "https://hooks.example.com/acme/": acme}
+
+    assert secrets_for("https://hooks.example.com/acme/q", default, per_target) == acme
+    assert secrets_for("https://hooks.example.com/beta/q", default, per_target) == team
+    assert secrets_for("https://other.example.com/q", default, per_target) == default
+    assert secrets_for("https://hooks.example.com/acme/q", default, {}) == default
