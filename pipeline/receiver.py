@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -32,7 +33,9 @@ class WebhookReceiver:
     port: int = 0
     status: int = 200
     on_request: Callable[[ReceivedWebhook], None] | None = None
-    responder: Callable[[ReceivedWebhook], web.StreamResponse] | None = None
+    responder: (
+        Callable[[ReceivedWebhook], web.StreamResponse | Awaitable[web.StreamResponse]] | None
+    ) = None
     received: list[ReceivedWebhook] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     _arrived: asyncio.Condition | None = None
@@ -85,7 +88,9 @@ class WebhookReceiver:
         async with self._arrived:
             self._arrived.notify_all()
         if self.responder is not None:
-            return self.responder(received)
+            answer = self.responder(received)
+            # An async responder can hold the answer back (tests use it for timeouts).
+            return await answer if inspect.isawaitable(answer) else answer
         return web.Response(status=self.status)
 
     async def wait_for(

@@ -94,9 +94,22 @@ async def topics_of() -> Callable[[dict[str, Any]], Any]:
     return create
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test item, so fixtures can tell whether it failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+#: Lines of each worker's log shown when a test fails: what CI needs to diagnose it.
+LOG_TAIL_LINES = 60
+
+
 @pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    """Start worker processes; every one still running is stopped after the test."""
+def start_worker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start worker processes; every one still running is stopped after the test, and their
+    logs are printed when it failed."""
     workers: list[WorkerProcess] = []
 
     async def start(config: dict[str, Any], name: str = "worker") -> WorkerProcess:
@@ -109,6 +122,11 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     yield start
     for worker in workers:
         worker.stop()
+    call = getattr(request.node, "report_call", None)
+    if call is not None and call.failed:
+        for worker in workers:
+            lines = worker.log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            print(f"--- last {len(lines)} lines of {worker.log_path}", *lines, sep="\n")
 
 
 @pytest.fixture

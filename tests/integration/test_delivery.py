@@ -74,6 +74,53 @@ async def test_failing_twice_then_succeeding_delivers_once_with_one_webhook_id(
     assert await read_to_end(settings.kafka.bootstrap_servers, settings.topics.dlq) == []
 
 
+async def test_429_waits_for_retry_after_then_delivers_once(
+    make_config, cli, topics_of, start_worker, receiver
+):
+    def rate_limited_once(received) -> web.Response:
+        if len(receiver.received) == 1:
+            return web.Response(status=429, headers={"Retry-After": "2"})
+        return web.Response(status=200)
+
+    receiver.responder = rate_limited_once
+    settings = await one_trigger(
+        make_config,
+        cli,
+        topics_of,
+        start_worker,
+        receiver,
+        retry_schedule=[0.1],
+        rate_limit_wait=0.5,
+    )
+    first, second = await receiver.wait_for(2, timeout=60)
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    # The schedule says 0.1 s and the floor for 429 0.5 s: only Retry-After explains the wait.
+    assert second.received_at - first.received_at >= 2
+    assert await read_to_end(settings.kafka.bootstrap_servers, settings.topics.dlq) == []
+
+
+async def test_a_timed_out_attempt_is_retried_with_the_same_webhook_id(
+    make_config, cli, topics_of, start_worker, receiver
+):
+    released = asyncio.Event()
+
+    async def hang_first(received) -> web.Response:
+        if len(receiver.received) == 1:
+            await released.wait()  # longer than the delivery timeout: set at teardown
+        return web.Response(status=200)
+
+    receiver.responder = hang_first
+    try:
+        settings = await one_trigger(
+            make_config, cli, topics_of, start_worker, receiver, retry_schedule=[0.1], timeout=1
+        )
+        first, second = await receiver.wait_for(2, timeout=60)
+        assert first.headers["webhook-id"] == second.headers["webhook-id"]
+        assert await read_to_end(settings.kafka.bootstrap_servers, settings.topics.dlq) == []
+    finally:
+        released.set()
+
+
 @pytest.mark.parametrize("status", [410, 400])
 async def test_permanent_failure_is_dead_lettered_after_one_attempt(
     make_config, cli, topics_of, start_worker, receiver, status
