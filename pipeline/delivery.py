@@ -8,15 +8,14 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from urllib.parse import urlsplit
 
+from pipeline.channels import Channel
 from pipeline.deliveries import DeliveryJob
 from pipeline.errors import DeliveryError
 from pipeline.health import BreakerPolicy, EndpointHealth
 from pipeline.retry import GiveUp, RetryPolicy, decide
-from pipeline.sinks.webhook import WebhookSink
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +39,12 @@ class DeadLetter:
 Outcome = Delivered | RetryLater | DeadLetter
 
 
-def endpoint_of(url: str) -> str:
-    """Breakers and concurrency bounds are per scheme://host:port."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
 class Deliverer:
     """Attempts jobs; keeps per-endpoint health and concurrency in this worker."""
 
     def __init__(
         self,
-        sink: WebhookSink,
+        channels: Mapping[str, Channel],
         *,
         retry: RetryPolicy,
         breaker: BreakerPolicy,
@@ -60,7 +53,7 @@ class Deliverer:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._sink = sink
+        self._channels = dict(channels)
         self._retry = retry
         self._breaker = breaker
         self._max_payload_bytes = max_payload_bytes
@@ -71,13 +64,25 @@ class Deliverer:
             lambda: asyncio.Semaphore(per_endpoint_concurrency)
         )
 
+    async def start(self) -> None:
+        """Open every channel's connections (idempotent: each agent calls it)."""
+        for channel in self._channels.values():
+            await channel.start()
+
+    async def stop(self) -> None:
+        for channel in self._channels.values():
+            await channel.stop()
+
     async def attempt(self, job: DeliveryJob) -> Outcome:
         """One attempt (or none, while the endpoint's breaker is open)."""
         now = self._clock()
         if len(job.body) > self._max_payload_bytes:
             reason = f"payload of {len(job.body)} bytes exceeds {self._max_payload_bytes}"
             return DeadLetter(job, reason)
-        endpoint = endpoint_of(job.url)
+        channel = self._channels.get(job.channel)
+        if channel is None:
+            return DeadLetter(job, f"no {job.channel} channel is configured")
+        endpoint = channel.endpoint(job)
         health = self._health.get(endpoint) or EndpointHealth(policy=self._breaker)
         allowed, health = health.admit(now)
         self._health[endpoint] = health
@@ -88,7 +93,7 @@ class Deliverer:
             error: DeliveryError | None = None
             status: int | None = None
             try:
-                status = await self._sink.send(job.request())
+                status = await channel.send(job)
             except DeliveryError as exc:
                 error = exc
         now = self._clock()

@@ -21,6 +21,7 @@ import faust
 from pydantic import SecretStr
 
 from pipeline.app import RAW, Pipeline
+from pipeline.channels import WebhookChannel
 from pipeline.config import WebhookConfig
 from pipeline.cooldown import Cooldown
 from pipeline.deliveries import DeliveryJob, dead_letter
@@ -163,7 +164,7 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
         allow_networks=settings.allow_networks,
     )
     deliverer = Deliverer(
-        sink,
+        {"webhook": WebhookChannel(sink)},
         retry=RetryPolicy(
             schedule=settings.retry_schedule, min_rate_limit_wait=settings.rate_limit_wait
         ),
@@ -185,14 +186,14 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
     template = BodyTemplate.load(webhook.template_path) if webhook.template_path else None
     cooldown = Cooldown(webhook.event_timeout)
 
-    async def close_sink(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        await sink.stop()
+    async def close_channels(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await deliverer.stop()
 
-    app.on_before_shutdown.connect(close_sink)
+    app.on_before_shutdown.connect(close_channels)
 
     @app.agent(pipeline.topics.triggers, name="delivery")
     async def delivery_agent(stream: Any) -> None:
-        await sink.start()
+        await deliverer.start()
         manual = stream.noack()
 
         async def handle(event: Any) -> None:
@@ -229,7 +230,7 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
         await run_bounded(manual.events(), settings.concurrency, handle)
 
     for index, tier in enumerate(tiers):
-        attach_retry_tier(pipeline, tier, index, sink=sink, deliverer=deliverer, router=router)
+        attach_retry_tier(pipeline, tier, index, deliverer=deliverer, router=router)
 
 
 def attach_retry_tier(
@@ -237,7 +238,6 @@ def attach_retry_tier(
     tier: faust.TopicT,
     index: int,
     *,
-    sink: WebhookSink,
     deliverer: Deliverer,
     router: DeliveryRouter,
 ) -> None:
@@ -246,7 +246,7 @@ def attach_retry_tier(
 
     @pipeline.app.agent(tier, name=f"retry-{index}")
     async def retry_agent(stream: Any) -> None:
-        await sink.start()
+        await deliverer.start()
         manual = stream.noack()
 
         async def due_jobs() -> AsyncIterator[Any]:

@@ -1,0 +1,47 @@
+"""The channels a delivery job goes out on. Each turns a job into one attempt and names the
+endpoint whose health and concurrency the attempt counts against."""
+
+from __future__ import annotations
+
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from pipeline.deliveries import DeliveryJob
+from pipeline.sinks.webhook import WebhookSink
+
+
+class Channel(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def endpoint(self, job: DeliveryJob) -> str:
+        """Breakers and concurrency bounds are kept per endpoint."""
+        ...
+
+    async def send(self, job: DeliveryJob) -> int | None:
+        """One attempt: the peer's success status if it has one; raises a DeliveryError."""
+        ...
+
+
+def endpoint_of(url: str) -> str:
+    """A webhook's endpoint is its scheme://host:port."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class WebhookChannel:
+    def __init__(self, sink: WebhookSink) -> None:
+        self._sink = sink
+
+    async def start(self) -> None:
+        await self._sink.start()
+
+    async def stop(self) -> None:
+        await self._sink.stop()
+
+    def endpoint(self, job: DeliveryJob) -> str:
+        return endpoint_of(job.url)
+
+    async def send(self, job: DeliveryJob) -> int | None:
+        return await self._sink.send(job.request())
