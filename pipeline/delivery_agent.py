@@ -28,6 +28,7 @@ from pipeline.deliveries import DeliveryJob, dead_letter
 from pipeline.delivery import DeadLetter, Delivered, Deliverer, Outcome, RetryLater
 from pipeline.errors import InvalidRecord, PermanentDeliveryError
 from pipeline.health import BreakerPolicy
+from pipeline.metrics import DELIVERIES
 from pipeline.models import decode_json_object
 from pipeline.rendering import BodyTemplate
 from pipeline.retry import RetryPolicy
@@ -90,6 +91,7 @@ class DeliveryRouter:
 
     async def route(self, outcome: Outcome) -> None:
         job = outcome.job
+        DELIVERIES.labels(channel=job.channel, outcome=type(outcome).__name__).inc()
         if isinstance(outcome, Delivered):
             log.info(
                 "delivered id=%s url=%s status=%s attempts=%s",

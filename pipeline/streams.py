@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from pipeline.app import Pipeline
 from pipeline.errors import InvalidRecord
+from pipeline.metrics import REJECTED
 from pipeline.rejections import rejection
 from pipeline.transactions import emit
 
@@ -48,6 +49,7 @@ async def send_rejection(pipeline: Pipeline, event: Any, reason: str) -> None:
     )
     # Durable before the record is acknowledged: a rejected record is never simply gone.
     await (await emit(pipeline.app, event, pipeline.topics.rejected, message.key, value))
+    REJECTED.labels(topic=message.topic).inc()
     log.info(
         "rejected record topic=%s partition=%s offset=%s reason=%s",
         message.topic,

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
+
 from pipeline import __version__
 from pipeline.app import Pipeline
+from pipeline.metrics import exposition
 
 
 def attach_web(pipeline: Pipeline) -> None:
@@ -18,3 +21,8 @@ def attach_web(pipeline: Pipeline) -> None:
         return web.json(
             {"status": "ok", "app_id": pipeline.settings.app_id, "version": __version__}
         )
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        # aiohttp refuses a charset in content_type, so the full type goes in as a header.
+        return web.bytes(exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -7,10 +7,12 @@ import json
 import time
 from pathlib import Path
 
+import aiohttp
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from jsonschema import Draft202012Validator
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import (
     consume,
@@ -25,6 +27,18 @@ TYK_FIELDS = {"event", "message", "org", "key", "trigger_limit", "usage_percenta
 
 def for_key(key: str):
     return lambda hook: orjson.loads(hook.body)["key"] == key
+
+
+async def scrape(web_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A worker's /metrics as {(sample name, sorted labels): value}."""
+    async with aiohttp.ClientSession() as session, session.get(f"{web_url}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def schema(name: str) -> Draft202012Validator:
@@ -130,7 +144,7 @@ async def test_bad_records_are_rejected_with_a_reason_while_good_ones_flow(
     sessions = {"good-key-1": {"org_id": "org1", "quota_max": 2, "quota_renewal_rate": 60}}
     status, _, err = await cli(config, "sessions", "put", "-", stdin=orjson.dumps(sessions))
     assert status == 0, err
-    await start_worker(config)
+    worker = await start_worker(config)
     await sessions_loaded(settings, receiver, cli, config, "good-key-1")
 
     bad = [
@@ -161,6 +175,13 @@ async def test_bad_records_are_rejected_with_a_reason_while_good_ones_flow(
     assert "ts" in by_value[bad[2][1]]
     offsets = sorted(p["offset"] for p in payloads)
     assert len(set(offsets)) == 3
+
+    metrics = await scrape(worker.web_url)
+    from_requests = (("topic", settings.topics.requests),)
+    assert metrics["quota_pipeline_rejected_records_total", from_requests] == 3
+    delivered = ("channel", "webhook"), ("outcome", "Delivered")
+    # The two triggers, and the sessions_loaded marker's.
+    assert metrics["quota_pipeline_deliveries_total", delivered] >= 2
 
 
 async def test_key_without_session_never_triggers_and_a_session_applies_from_then_on(

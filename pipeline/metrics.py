@@ -1,0 +1,35 @@
+"""The worker's Prometheus metrics (served at /metrics on its web port).
+
+One registry per process, not the global default: tests build many Apps in one interpreter,
+and the default registry refuses a second metric of the same name.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+DELIVERIES = Counter(
+    "quota_pipeline_deliveries",
+    "Delivery attempts' outcomes, by channel (webhook, email) and outcome",
+    ["channel", "outcome"],
+    registry=REGISTRY,
+)
+REJECTED = Counter(
+    "quota_pipeline_rejected_records",
+    "Records sent to pipeline.rejected, by source topic",
+    ["topic"],
+    registry=REGISTRY,
+)
+NO_RECIPIENT = Counter(
+    "quota_pipeline_emails_without_recipient",
+    "Emails not sent because their subject has no address, by template",
+    ["template"],
+    registry=REGISTRY,
+)
+
+
+def exposition() -> bytes:
+    """Every metric in the Prometheus text format."""
+    return generate_latest(REGISTRY)
