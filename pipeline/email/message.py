@@ -1,0 +1,128 @@
+"""One email as a delivery job (:class:`EmailRequest`) and the MIME message built from it (pure).
+
+Header values are checked here, once, for every provider: a line break in a subject, name or
+address would let event data add headers (``Bcc:``), so it is a permanent delivery error and
+nothing is sent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import policy
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.message import EmailMessage
+
+import orjson
+
+from pipeline.errors import PermanentDeliveryError
+
+#: Carries the event id on every email, so receivers and support can trace and de-duplicate.
+EVENT_ID_HEADER = "X-Quota-Pipeline-Event-Id"
+MESSAGE_ID_DOMAIN = "quota-pipeline"
+
+# An id that is already a safe msg-id left part is kept readable; anything else is hashed.
+_DOT_ATOM = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+
+
+@dataclass(frozen=True, slots=True)
+class EmailRequest:
+    """One email to one recipient, ready to send; travels through the retry topics as JSON."""
+
+    #: The event this email tells about; the same on every attempt.
+    event_id: str
+    #: One recipient address (an addr-spec: ``dev@example.com``).
+    to: str
+    subject: str
+    #: The text/plain part.
+    text: str
+    #: The text/html part.
+    html: str
+    from_email: str
+    #: Display name of the sender; may be empty.
+    from_name: str
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> EmailRequest:
+        """Decode :meth:`to_json`'s bytes; a damaged job is a permanent delivery error."""
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise PermanentDeliveryError(f"email job is not JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise PermanentDeliveryError("email job is not a JSON object")
+        names = [field.name for field in dataclasses.fields(cls)]
+        bad = [name for name in names if not isinstance(value.get(name), str)]
+        if bad:
+            raise PermanentDeliveryError(f"email job lacks string fields: {', '.join(bad)}")
+        return cls(**{name: value[name] for name in names})
+
+
+def _refuse_line_breaks(request: EmailRequest) -> None:
+    for field in ("event_id", "to", "subject", "from_email", "from_name"):
+        value: str = getattr(request, field)
+        # splitlines() knows every break a mail reader might honour, not only CR and LF.
+        if len((value + ".").splitlines()) > 1:
+            raise PermanentDeliveryError(f"{field} contains a line break: refusing to send")
+
+
+def _address(field: str, addr_spec: str, display_name: str = "") -> Address:
+    try:
+        parsed = Address(addr_spec=addr_spec)
+    except (ValueError, IndexError, HeaderParseError) as exc:
+        raise PermanentDeliveryError(f"{field} {addr_spec!r} is not an email address") from exc
+    if not parsed.username or not parsed.domain:
+        raise PermanentDeliveryError(f"{field} {addr_spec!r} is not an email address")
+    try:
+        # The header registry would write a non-ASCII domain as an encoded word, which no
+        # server can route; IDNA is the form DNS and SMTP understand.
+        domain = parsed.domain.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise PermanentDeliveryError(f"{field} {addr_spec!r} has an invalid domain") from exc
+    return Address(display_name=display_name, username=parsed.username, domain=domain)
+
+
+def addresses(request: EmailRequest) -> tuple[Address, Address]:
+    """The sender and the recipient, once every header value is known to be one line."""
+    _refuse_line_breaks(request)
+    sender = _address("from_email", request.from_email, request.from_name)
+    return sender, _address("to", request.to)
+
+
+def message_id(request: EmailRequest) -> str:
+    """The same Message-ID on every attempt, distinct per recipient of one event."""
+    if _DOT_ATOM.fullmatch(request.event_id):
+        left = request.event_id
+    else:
+        left = hashlib.sha256(request.event_id.encode()).hexdigest()[:32]
+    recipient = hashlib.sha256(request.to.strip().lower().encode()).hexdigest()[:16]
+    return f"<{left}.{recipient}@{MESSAGE_ID_DOMAIN}>"
+
+
+def build_message(request: EmailRequest, *, now: float | None = None) -> EmailMessage:
+    """The multipart/alternative message (text, then HTML) with every header set.
+
+    ``now`` (unix seconds) is the Date header; the current time when None.
+    """
+    sender, recipient = addresses(request)
+    message = EmailMessage(policy=policy.SMTP)
+    try:
+        message["From"] = sender
+        message["To"] = recipient
+        message["Subject"] = request.subject
+        message["Date"] = datetime.fromtimestamp(time.time() if now is None else now, tz=UTC)
+        message["Message-ID"] = message_id(request)
+        message[EVENT_ID_HEADER] = request.event_id
+    except (ValueError, HeaderParseError) as exc:
+        raise PermanentDeliveryError(f"cannot build the email's headers: {exc}") from exc
+    message.set_content(request.text, subtype="plain")
+    message.add_alternative(request.html, subtype="html")
+    return message

@@ -1,0 +1,118 @@
+"""Amazon SES v2 SendEmail: POST /v2/email/outbound-emails with the raw MIME message, signed with
+botocore's SigV4 signer (service "ses"); 200 ``{"MessageId"}`` when accepted.
+
+Errors name their type in the ``x-amzn-ErrorType`` header ("MessageRejected:http://...") and
+explain it in a JSON body (``message``).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import orjson
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from pipeline.email.http_provider import (
+    HttpEmailSink,
+    ProviderAnswer,
+    ProviderCall,
+    excerpt,
+    json_body,
+)
+from pipeline.email.message import EmailRequest, addresses, build_message
+from pipeline.errors import DeliveryError, RetriableDeliveryError
+from pipeline.outcomes import parse_retry_after
+
+SERVICE = "ses"
+SEND_PATH = "/v2/email/outbound-emails"
+#: Throttling that older endpoints answer with 400 rather than 429.
+RETRIABLE_ERRORS = frozenset({"TooManyRequestsException", "ThrottlingException"})
+ACCOUNT_ERRORS = frozenset(
+    {
+        "AccountSuspendedException",
+        "SendingPausedException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "AccessDeniedException",
+    }
+)
+_REGIONAL_HOST = re.compile(r"email(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com")
+
+
+def default_base_url(region: str) -> str:
+    return f"https://email.{region}.amazonaws.com"
+
+
+def endpoint_url(endpoint: str) -> str:
+    """Tyk's ``Endpoint`` setting as a base URL: a bare host means https."""
+    return endpoint if "://" in endpoint else f"https://{endpoint}"
+
+
+def region_of(endpoint: str) -> str | None:
+    """The region an SES endpoint's host names, if it is one of AWS's regional hosts."""
+    host = endpoint_url(endpoint).split("://", 1)[1].split("/", 1)[0].split(":", 1)[0]
+    match = _REGIONAL_HOST.fullmatch(host)
+    return match.group(1) if match else None
+
+
+def error_type(answer: ProviderAnswer) -> str:
+    """The short error type: "MessageRejected" of "MessageRejected:http://internal..."."""
+    return answer.headers.get("x-amzn-ErrorType", "").split(":", 1)[0]
+
+
+class SesSink(HttpEmailSink):
+    code = "amazonses"
+
+    def __init__(
+        self,
+        *,
+        region: str,
+        access_key_id: str,
+        secret_access_key: str,
+        base_url: str | None = None,
+        timeout: float,
+    ) -> None:
+        super().__init__(base_url=base_url or default_base_url(region), timeout=timeout)
+        self._signer = SigV4Auth(Credentials(access_key_id, secret_access_key), SERVICE, region)
+
+    def prepare(self, request: EmailRequest) -> ProviderCall:
+        sender, recipient = addresses(request)
+        raw = build_message(request).as_bytes()
+        body = orjson.dumps(
+            {
+                "FromEmailAddress": sender.addr_spec,
+                "Destination": {"ToAddresses": [recipient.addr_spec]},
+                "Content": {"Raw": {"Data": base64.b64encode(raw).decode("ascii")}},
+            }
+        )
+        url = self.base_url + SEND_PATH
+        return ProviderCall(url=url, headers=self._signed_headers(url, body), body=body)
+
+    def _signed_headers(self, url: str, body: bytes) -> dict[str, str]:
+        """Content-Type, X-Amz-Date and Authorization for this body, signed now."""
+        signed = AWSRequest(
+            method="POST", url=url, data=body, headers={"Content-Type": "application/json"}
+        )
+        self._signer.add_auth(signed)
+        return {name: str(value) for name, value in signed.headers.items()}
+
+    def error_detail(self, answer: ProviderAnswer) -> str:
+        value = json_body(answer.body)
+        message = ""
+        if isinstance(value, dict):
+            message = str(value.get("message") or value.get("Message") or "")
+        kind = error_type(answer)
+        return excerpt(": ".join(part for part in (kind, message) if part) or "no error body")
+
+    def outcome(self, answer: ProviderAnswer, *, now: float) -> DeliveryError | None:
+        error = super().outcome(answer, now=now)
+        if error is not None and error_type(answer) in RETRIABLE_ERRORS:
+            retry_after = parse_retry_after(answer.headers.get("Retry-After"), now=now)
+            return RetriableDeliveryError(str(error), status=answer.status, retry_after=retry_after)
+        return error
+
+    def account_problem(self, answer: ProviderAnswer) -> bool:
+        return super().account_problem(answer) or error_type(answer) in ACCOUNT_ERRORS
