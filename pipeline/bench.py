@@ -22,13 +22,13 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import GroupCoordinatorNotAvailableError
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.bench_delivery import DeliveryBench, run_delivery_bench
 from pipeline.config import Settings
 from pipeline.demo import remove_topics
-from pipeline.kafka import admin_client, contract_topics, create_topics, probe_broker
+from pipeline.kafka import contract_topics, create_topics, probe_broker, wait_committed
 from pipeline.loader import publish
 from pipeline.local import WorkerProcess, isolated_config
 
@@ -46,6 +46,7 @@ class BenchResult:
     produce_per_s: float
     ceiling_per_s: float
     usage_per_s: float
+    deliveries: DeliveryBench | None = None
 
     @property
     def ratio(self) -> float:
@@ -107,25 +108,9 @@ async def ceiling(settings: Settings, records: int) -> float:
         await consumer.stop()
 
 
-async def committed(settings: Settings, topic: str) -> int:
-    """Offsets the worker's group has committed on ``topic``; 0 before the group exists."""
-    async with admin_client(settings) as admin:
-        try:
-            offsets = await admin.list_consumer_group_offsets(settings.app_id)
-        except GroupCoordinatorNotAvailableError:
-            return 0
-    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
-
-
-async def wait_committed(settings: Settings, topic: str, target: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while await committed(settings, topic) < target:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{topic}: offsets did not reach {target} in {timeout}s")
-        await asyncio.sleep(0.2)  # poll interval
-
-
-async def run_bench(records: int, keys: int, orgs: int, partitions: int) -> BenchResult:
+async def run_bench(
+    records: int, keys: int, orgs: int, partitions: int, deliveries: int
+) -> BenchResult:
     bootstrap = Settings().kafka.bootstrap_servers
     run = uuid.uuid4().hex[:8]
     workdir = Path(tempfile.mkdtemp(prefix="quota-bench-"))
@@ -158,9 +143,14 @@ async def run_bench(records: int, keys: int, orgs: int, partitions: int) -> Benc
         await wait_committed(settings, settings.topics.requests, records, timeout=1800)
         usage_rate = records / (time.perf_counter() - started)
         worker.stop()
+        delivery = None
+        if deliveries:
+            delivery = await run_delivery_bench(config, workdir, deliveries)
     finally:
         await remove_topics(settings)
-    return BenchResult(records, keys, orgs, partitions, produce_rate, ceiling_rate, usage_rate)
+    return BenchResult(
+        records, keys, orgs, partitions, produce_rate, ceiling_rate, usage_rate, delivery
+    )
 
 
 def show(result: BenchResult, console: Console) -> None:
@@ -172,18 +162,39 @@ def show(result: BenchResult, console: Console) -> None:
     table.add_row("usage stage (worker, committed)", f"{result.usage_per_s:,.0f}")
     table.add_row("usage / ceiling", f"{result.ratio:.2f}")
     console.print(table)
+    if result.deliveries is not None:
+        endpoints = result.deliveries.endpoints
+        deliveries = Table(title=f"webhook deliveries, one worker, {endpoints} endpoints")
+        deliveries.add_column("measure")
+        deliveries.add_column("webhooks/s", justify="right")
+        deliveries.add_row("every endpoint healthy", f"{result.deliveries.healthy_per_s:,.0f}")
+        deliveries.add_row(
+            f"{endpoints - 1} healthy endpoints, 1 timing out",
+            f"{result.deliveries.beside_hanging_per_s:,.0f}",
+        )
+        deliveries.add_row("kept while one times out", f"{result.deliveries.kept:.2f}")
+        console.print(deliveries)
     console.print(
         f"{result.records:,} records, {result.keys:,} keys, {result.orgs:,} orgs, "
         f"{result.partitions} partitions"
     )
 
 
-def bench(records: int, keys: int, orgs: int, partitions: int, json_path: str | None) -> int:
+def bench(
+    records: int,
+    keys: int,
+    orgs: int,
+    partitions: int,
+    *,
+    deliveries: int,
+    json_path: str | None,
+) -> int:
     """Entry point of `quota-pipeline bench`."""
-    result = asyncio.run(run_bench(records, keys, orgs, partitions))
+    result = asyncio.run(run_bench(records, keys, orgs, partitions, deliveries))
     show(result, Console())
     if json_path:
-        Path(json_path).write_bytes(
-            orjson.dumps({**asdict(result), "ratio": result.ratio}, option=orjson.OPT_INDENT_2)
-        )
+        figures = {**asdict(result), "ratio": result.ratio}
+        if result.deliveries is not None:
+            figures["deliveries"] = {**asdict(result.deliveries), "kept": result.deliveries.kept}
+        Path(json_path).write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
     return 0

@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--keys", type=int, default=10_000, help="distinct API keys (10000)")
     bench.add_argument("--orgs", type=int, default=100, help="distinct organisations (100)")
     bench.add_argument("--partitions", type=int, default=4, help="partitions per topic (4)")
+    bench.add_argument(
+        "--deliveries", type=int, default=20_000, help="webhooks to deliver; 0 skips (20000)"
+    )
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     return parser
 
@@ -173,7 +176,14 @@ def run_bench_command(args: argparse.Namespace, settings: Settings) -> int:
 
     if min(args.records, args.keys, args.orgs, args.partitions) < 1:
         raise UsageError("--records, --keys, --orgs and --partitions must be at least 1")
-    return bench(args.records, args.keys, args.orgs, args.partitions, args.json)
+    return bench(
+        args.records,
+        args.keys,
+        args.orgs,
+        args.partitions,
+        deliveries=args.deliveries,
+        json_path=args.json,
+    )
 
 
 def run_topics_command(args: argparse.Namespace, settings: Settings) -> int:

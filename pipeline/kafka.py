@@ -6,13 +6,18 @@ aiokafka's errors are translated here, once, into :class:`BrokerUnavailable`.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    GroupCoordinatorNotAvailableError,
+    KafkaError,
+    TopicAlreadyExistsError,
+)
 
 from pipeline.config import Settings
 from pipeline.errors import BrokerUnavailable
@@ -122,3 +127,21 @@ async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
     )
     async with _running(settings, client.start, client.stop, 15):
         yield client
+
+
+async def committed(settings: Settings, topic: str) -> int:
+    """Offsets the worker's group has committed on ``topic``; 0 before the group exists."""
+    async with admin_client(settings) as admin:
+        try:
+            offsets = await admin.list_consumer_group_offsets(settings.app_id)
+        except GroupCoordinatorNotAvailableError:
+            return 0
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
+
+
+async def wait_committed(settings: Settings, topic: str, target: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while await committed(settings, topic) < target:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{topic}: offsets did not reach {target} in {timeout}s")
+        await asyncio.sleep(0.2)  # poll interval

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,9 @@ def read_source(path: str) -> tuple[str, str]:
         raise UsageError(f"cannot read {path}: {exc}") from exc
 
 
-async def publish(settings: Settings, topic: str, entries: Entries) -> None:
+async def publish(
+    settings: Settings, topic: str, entries: Sequence[tuple[str, bytes | None]]
+) -> None:
     async with producer(settings) as client:
         sends = [await client.send(topic, value, key=key.encode()) for key, value in entries]
         for delivered in sends:
