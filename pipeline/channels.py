@@ -7,6 +7,8 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from pipeline.deliveries import DeliveryJob
+from pipeline.email.factory import EmailSink
+from pipeline.email.message import EmailRequest
 from pipeline.sinks.webhook import WebhookSink
 
 
@@ -45,3 +47,24 @@ class WebhookChannel:
 
     async def send(self, job: DeliveryJob) -> int | None:
         return await self._sink.send(job.request())
+
+
+class EmailChannel:
+    """Emails through the configured backend; the backend is one endpoint for the breaker."""
+
+    def __init__(self, sink: EmailSink, provider: str) -> None:
+        self._sink = sink
+        self._endpoint = f"email:{provider}"
+
+    async def start(self) -> None:
+        await self._sink.start()
+
+    async def stop(self) -> None:
+        await self._sink.stop()
+
+    def endpoint(self, job: DeliveryJob) -> str:
+        return self._endpoint
+
+    async def send(self, job: DeliveryJob) -> int | None:
+        await self._sink.send(EmailRequest.from_json(job.body))
+        return None

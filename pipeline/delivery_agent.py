@@ -21,57 +21,22 @@ import faust
 from pydantic import SecretStr
 
 from pipeline.app import RAW, Pipeline
-from pipeline.channels import WebhookChannel
-from pipeline.config import WebhookConfig
+from pipeline.channels import Channel, EmailChannel, WebhookChannel
 from pipeline.cooldown import Cooldown
 from pipeline.deliveries import DeliveryJob, dead_letter
 from pipeline.delivery import DeadLetter, Delivered, Deliverer, Outcome, RetryLater
-from pipeline.errors import InvalidRecord, PermanentDeliveryError
+from pipeline.email.factory import build_email_sink
+from pipeline.errors import InvalidRecord
 from pipeline.health import BreakerPolicy
 from pipeline.metrics import DELIVERIES
 from pipeline.models import decode_json_object
-from pipeline.rendering import BodyTemplate
+from pipeline.notifications import Notifier, Planned, Unsendable
 from pipeline.retry import RetryPolicy
 from pipeline.sinks.webhook import WebhookSink
 from pipeline.streams import send_rejection
-from pipeline.webhooks import WebhookRequest, default_trigger_body
+from pipeline.tables import acting_for
 
 log = logging.getLogger(__name__)
-
-
-def trigger_requests(
-    event: dict[str, Any],
-    webhook: WebhookConfig,
-    template: BodyTemplate | None,
-    org_options: dict[str, Any] | None,
-) -> list[WebhookRequest]:
-    """The webhook requests one TriggerExceeded event makes: the monitor webhook, and the org's
-    ``event_options.trigger_event.webhook`` (the body template may raise a
-    PermanentDeliveryError for an event it cannot render)."""
-    requests = []
-    if webhook.target_path:
-        body = template.render(event) if template is not None else default_trigger_body(event)
-        requests.append(
-            WebhookRequest(
-                event_id=event["id"],
-                method=webhook.method,
-                url=webhook.target_path,
-                body=body,
-                extra_headers=webhook.header_map,
-            )
-        )
-    org_webhook = ((org_options or {}).get("trigger_event") or {}).get("webhook")
-    if org_webhook:
-        requests.append(
-            WebhookRequest(
-                event_id=event["id"],
-                method="POST",
-                url=org_webhook,
-                body=default_trigger_body(event),
-                extra_headers={},
-            )
-        )
-    return requests
 
 
 def decode_trigger(raw: bytes | None) -> dict[str, Any]:
@@ -167,8 +132,13 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
         per_endpoint_concurrency=settings.per_endpoint_concurrency,
         allow_networks=settings.allow_networks,
     )
+    channels: dict[str, Channel] = {"webhook": WebhookChannel(sink)}
+    backend = pipeline.settings.email_backend
+    if backend.enable_email_notifications:
+        email_sink = build_email_sink(backend, timeout=settings.timeout)
+        channels["email"] = EmailChannel(email_sink, backend.code)
     deliverer = Deliverer(
-        {"webhook": WebhookChannel(sink)},
+        channels,
         retry=RetryPolicy(
             schedule=settings.retry_schedule, min_rate_limit_wait=settings.rate_limit_wait
         ),
@@ -186,9 +156,8 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
         for index in range(len(settings.retry_schedule))
     ]
     router = DeliveryRouter(pipeline, tiers)
-    webhook = pipeline.settings.monitor.configuration
-    template = BodyTemplate.load(webhook.template_path) if webhook.template_path else None
-    cooldown = Cooldown(webhook.event_timeout)
+    notifier = Notifier.from_settings(pipeline.settings)
+    cooldown = Cooldown(pipeline.settings.monitor.configuration.event_timeout)
 
     async def close_channels(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await deliverer.stop()
@@ -206,35 +175,52 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
             except InvalidRecord as exc:
                 await send_rejection(pipeline, event, exc.reason)
             else:
-                await deliver_trigger(trigger)
+                await deliver_all(plan_trigger(event, trigger))
             await manual.ack(event)
 
-        async def deliver_trigger(trigger: dict[str, Any]) -> None:
-            try:
-                org_options = pipeline.tables.org_targets.get(trigger["org"])
-                requests = trigger_requests(trigger, webhook, template, org_options)
-            except PermanentDeliveryError as exc:
-                job = DeliveryJob(
-                    trigger["id"], webhook.method, webhook.target_path, b"", {}, trigger
-                )
-                await router.route(DeadLetter(job.attempted(time.time(), exc, None), str(exc)))
-                return
-            admitted = []
-            for request in requests:
-                if cooldown.admit(request.method, request.url, request.body, time.time()):
-                    admitted.append(DeliveryJob.for_request(request, trigger))
-                else:
-                    log.info("cooldown: identical webhook not re-sent id=%s", request.event_id)
-            # Targets of one event side by side: a dead endpoint must not delay a healthy one.
-            await asyncio.gather(*(deliver(job) for job in admitted))
+        def plan_trigger(event: Any, trigger: dict[str, Any]) -> list[Planned]:
+            org_options = pipeline.tables.org_targets.get(trigger["org"])
+            now = time.time()
+            planned = []
+            for job in notifier.trigger_webhooks(trigger, org_options):
+                if isinstance(job, DeliveryJob) and not cooldown.admit(
+                    job.method, job.url, job.body, now
+                ):
+                    log.info("cooldown: identical webhook not re-sent id=%s", job.event_id)
+                    continue
+                planned.append(job)
+            return planned + notifier.trigger_emails(
+                trigger,
+                developer_email=developer_email(pipeline, event, trigger),
+                org_options=org_options,
+            )
 
-        async def deliver(job: DeliveryJob) -> None:
-            await router.route(await deliverer.attempt(job))
+        async def deliver_all(planned: list[Planned]) -> None:
+            # Targets of one event side by side: a dead endpoint must not delay a healthy one.
+            await asyncio.gather(*(deliver(job) for job in planned))
+
+        async def deliver(planned: Planned) -> None:
+            if isinstance(planned, Unsendable):
+                job = planned.job.attempted(time.time(), None, None)
+                await router.route(DeadLetter(job, planned.reason))
+                return
+            await router.route(await deliverer.attempt(planned))
 
         await run_bounded(manual.events(), settings.concurrency, handle)
 
     for index, tier in enumerate(tiers):
         attach_retry_tier(pipeline, tier, index, deliverer=deliverer, router=router)
+
+
+def developer_email(pipeline: Pipeline, source: Any, trigger: dict[str, Any]) -> str | None:
+    """The key's developer address from its session. quota.triggers is co-partitioned with
+    quota.sessions (same partition count, keyed by the key), so the session is local."""
+    if trigger.get("subject") != "key" or not trigger["key"]:
+        return None
+    with acting_for(source):
+        stored = pipeline.tables.sessions.get(trigger["key"])
+    email = (stored or {}).get("developer_email")
+    return email if isinstance(email, str) and email else None
 
 
 def attach_retry_tier(

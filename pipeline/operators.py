@@ -22,10 +22,9 @@ from rich.table import Table
 
 from pipeline.config import Settings
 from pipeline.deliveries import DeliveryJob
-from pipeline.delivery_agent import trigger_requests
 from pipeline.errors import UsageError
 from pipeline.kafka import producer
-from pipeline.rendering import BodyTemplate
+from pipeline.notifications import Notifier, rebuild
 
 
 def parse_time(text: str) -> float:
@@ -127,19 +126,10 @@ def select_triggers(
 def jobs_for(
     settings: Settings, event: dict[str, Any], only_target: str | None
 ) -> list[DeliveryJob]:
-    """The jobs the worker would make for ``event`` (optionally for one target only)."""
-    webhook = settings.monitor.configuration
-    template = BodyTemplate.load(webhook.template_path) if webhook.template_path else None
-    org_options = None
-    if only_target and only_target != webhook.target_path:
-        # The org's webhook: rebuilt from the dead letter's target with the default body.
-        org_options = {"trigger_event": {"webhook": only_target}}
-    requests = trigger_requests(event, webhook, template, org_options)
-    return [
-        DeliveryJob.for_request(request, event)
-        for request in requests
-        if only_target is None or request.url == only_target
-    ]
+    """The jobs the worker would make for ``event``: to ``only_target`` (a dead letter's), or to
+    its webhooks."""
+    notifier = Notifier.from_settings(settings)
+    return [job for job in rebuild(notifier, event, only_target) if isinstance(job, DeliveryJob)]
 
 
 async def enqueue(settings: Settings, jobs: list[DeliveryJob], console: Console) -> None:
