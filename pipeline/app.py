@@ -27,6 +27,7 @@ class Topics:
     sessions: faust.TopicT
     orgs: faust.TopicT
     triggers: faust.TopicT
+    portal_events: faust.TopicT
     dlq: faust.TopicT
     rejected: faust.TopicT
     #: Internal, keyed by org id: per-batch partial sums from the usage agent.
@@ -106,6 +107,7 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
         sessions=app.topic(names.sessions, schema=RAW),
         orgs=app.topic(names.orgs, schema=RAW),
         triggers=app.topic(names.triggers, schema=RAW),
+        portal_events=app.topic(names.portal_events, schema=RAW),
         dlq=app.topic(names.dlq, schema=RAW),
         rejected=app.topic(names.rejected, schema=RAW),
         org_partials=app.topic(
