@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import faust
@@ -31,9 +31,10 @@ from pipeline.health import BreakerPolicy
 from pipeline.metrics import DELIVERIES
 from pipeline.models import decode_json_object
 from pipeline.notifications import Notifier, Planned, Unsendable
+from pipeline.portal_agent import attach_portal_agent
 from pipeline.retry import RetryPolicy
 from pipeline.sinks.webhook import WebhookSink
-from pipeline.streams import send_rejection
+from pipeline.streams import run_bounded, send_rejection
 from pipeline.tables import acting_for
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,19 @@ class DeliveryRouter:
     def __init__(self, pipeline: Pipeline, tiers: list[faust.TopicT]) -> None:
         self._pipeline = pipeline
         self._tiers = tiers
+
+    async def dispatch(self, deliverer: Deliverer, planned: list[Planned]) -> None:
+        """Attempt every delivery of one event and route each outcome; returns once each is
+        durable (delivered, scheduled or dead-lettered)."""
+        # Targets of one event side by side: a dead endpoint must not delay a healthy one.
+        await asyncio.gather(*(self._dispatch_one(deliverer, job) for job in planned))
+
+    async def _dispatch_one(self, deliverer: Deliverer, planned: Planned) -> None:
+        if isinstance(planned, Unsendable):
+            job = planned.job.attempted(time.time(), None, None)
+            await self.route(DeadLetter(job, planned.reason))
+            return
+        await self.route(await deliverer.attempt(planned))
 
     async def route(self, outcome: Outcome) -> None:
         job = outcome.job
@@ -86,32 +100,6 @@ class DeliveryRouter:
     async def _durably(topic: faust.TopicT, key: str, value: bytes) -> None:
         # The second await is the broker's acknowledgement, not just the buffering.
         await (await topic.send(key=key.encode(), value=value))
-
-
-async def run_bounded(
-    events: AsyncIterator[Any], limit: int, handle: Callable[[Any], Awaitable[None]]
-) -> None:
-    """Handle each event in a task of its own, at most ``limit`` at a time."""
-    slots = asyncio.Semaphore(limit)
-    running: set[asyncio.Task[None]] = set()
-
-    async def guarded(event: Any) -> None:
-        try:
-            await handle(event)
-        except Exception:  # one event's bug must not stop the others; its offset stays put
-            log.exception("delivery handler failed")
-        finally:
-            slots.release()
-
-    try:
-        async for event in events:
-            await slots.acquire()
-            task = asyncio.create_task(guarded(event))
-            running.add(task)
-            task.add_done_callback(running.discard)
-    finally:
-        for task in running:
-            task.cancel()
 
 
 def revealed(secrets: Iterable[SecretStr]) -> list[str]:
@@ -196,20 +184,13 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
             )
 
         async def deliver_all(planned: list[Planned]) -> None:
-            # Targets of one event side by side: a dead endpoint must not delay a healthy one.
-            await asyncio.gather(*(deliver(job) for job in planned))
-
-        async def deliver(planned: Planned) -> None:
-            if isinstance(planned, Unsendable):
-                job = planned.job.attempted(time.time(), None, None)
-                await router.route(DeadLetter(job, planned.reason))
-                return
-            await router.route(await deliverer.attempt(planned))
+            await router.dispatch(deliverer, planned)
 
         await run_bounded(manual.events(), settings.concurrency, handle)
 
     for index, tier in enumerate(tiers):
         attach_retry_tier(pipeline, tier, index, deliverer=deliverer, router=router)
+    attach_portal_agent(pipeline, notifier=notifier, deliverer=deliverer, router=router)
 
 
 def developer_email(pipeline: Pipeline, source: Any, trigger: dict[str, Any]) -> str | None:

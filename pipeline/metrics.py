@@ -22,6 +22,12 @@ REJECTED = Counter(
     ["topic"],
     registry=REGISTRY,
 )
+PORTAL_EVENTS = Counter(
+    "quota_pipeline_portal_events",
+    "Portal events consumed, by outcome (delivered, no_targets, rejected)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 NO_RECIPIENT = Counter(
     "quota_pipeline_emails_without_recipient",
     "Emails not sent because their subject has no address, by template",

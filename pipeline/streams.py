@@ -1,12 +1,13 @@
 """Helpers every agent shares: batches under the commit gate, rejecting a record, grouping a
-batch by source partition."""
+batch by source partition, handling events concurrently within a bound."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from pipeline.app import Pipeline
@@ -92,3 +93,29 @@ async def decode_keyed(
         except InvalidRecord as exc:
             await send_rejection(pipeline, event, exc.reason)
     return decoded
+
+
+async def run_bounded(
+    events: AsyncIterator[Any], limit: int, handle: Callable[[Any], Awaitable[None]]
+) -> None:
+    """Handle each event in a task of its own, at most ``limit`` at a time."""
+    slots = asyncio.Semaphore(limit)
+    running: set[asyncio.Task[None]] = set()
+
+    async def guarded(event: Any) -> None:
+        try:
+            await handle(event)
+        except Exception:  # one event's bug must not stop the others; its offset stays put
+            log.exception("delivery handler failed")
+        finally:
+            slots.release()
+
+    try:
+        async for event in events:
+            await slots.acquire()
+            task = asyncio.create_task(guarded(event))
+            running.add(task)
+            task.add_done_callback(running.discard)
+    finally:
+        for task in running:
+            task.cancel()

@@ -11,14 +11,16 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import aiohttp
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.config import Settings
 from pipeline.kafka import contract_topics, create_topics
@@ -316,3 +318,27 @@ async def wait_for_table(
         )
         shown = {"keys": len(state), "usage counts": dict(usages)}
         raise AssertionError(f"{table}: condition not met in {timeout}s; {shown}") from None
+
+
+async def scrape(web_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A worker's /metrics as {(sample name, sorted labels): value}."""
+    async with aiohttp.ClientSession() as session, session.get(f"{web_url}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def poll(read: Callable[[], Awaitable[Any]], timeout: float = 30) -> Any:
+    """``await read()`` until it is truthy, and return it; fail after ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                if value := await read():
+                    return value
+                await asyncio.sleep(0.2)  # poll interval
+    except TimeoutError:
+        raise AssertionError(f"no result in {timeout}s") from None

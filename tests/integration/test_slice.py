@@ -7,17 +7,16 @@ import json
 import time
 from pathlib import Path
 
-import aiohttp
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from jsonschema import Draft202012Validator
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import (
     consume,
     produce,
     request_count,
+    scrape,
     sessions_loaded,
 )
 
@@ -27,18 +26,6 @@ TYK_FIELDS = {"event", "message", "org", "key", "trigger_limit", "usage_percenta
 
 def for_key(key: str):
     return lambda hook: orjson.loads(hook.body)["key"] == key
-
-
-async def scrape(web_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """A worker's /metrics as {(sample name, sorted labels): value}."""
-    async with aiohttp.ClientSession() as session, session.get(f"{web_url}/metrics") as response:
-        assert response.status == 200
-        text = await response.text()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def schema(name: str) -> Draft202012Validator:
