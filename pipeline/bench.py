@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.bench_delivery import DeliveryBench, run_delivery_bench
+from pipeline.bench_delivery import DeliveryBench, run_delivery_bench, run_email_bench
 from pipeline.config import Settings
 from pipeline.demo import remove_topics
 from pipeline.kafka import contract_topics, create_topics, probe_broker, wait_committed
@@ -47,6 +47,7 @@ class BenchResult:
     ceiling_per_s: float
     usage_per_s: float
     deliveries: DeliveryBench | None = None
+    emails_per_s: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -109,7 +110,7 @@ async def ceiling(settings: Settings, records: int) -> float:
 
 
 async def run_bench(
-    records: int, keys: int, orgs: int, partitions: int, deliveries: int
+    records: int, keys: int, orgs: int, partitions: int, *, deliveries: int, emails: int
 ) -> BenchResult:
     bootstrap = Settings().kafka.bootstrap_servers
     run = uuid.uuid4().hex[:8]
@@ -143,13 +144,23 @@ async def run_bench(
         await wait_committed(settings, settings.topics.requests, records, timeout=1800)
         usage_rate = records / (time.perf_counter() - started)
         worker.stop()
-        delivery = None
+        delivery = email_rate = None
         if deliveries:
             delivery = await run_delivery_bench(config, workdir, deliveries)
+        if emails:
+            email_rate = await run_email_bench(config, workdir, emails)
     finally:
         await remove_topics(settings)
     return BenchResult(
-        records, keys, orgs, partitions, produce_rate, ceiling_rate, usage_rate, delivery
+        records,
+        keys,
+        orgs,
+        partitions,
+        produce_rate,
+        ceiling_rate,
+        usage_rate,
+        delivery,
+        email_rate,
     )
 
 
@@ -174,6 +185,8 @@ def show(result: BenchResult, console: Console) -> None:
         )
         deliveries.add_row("kept while one times out", f"{result.deliveries.kept:.2f}")
         console.print(deliveries)
+    if result.emails_per_s is not None:
+        console.print(f"emails to a local SMTP server, one worker: {result.emails_per_s:,.0f}/s")
     console.print(
         f"{result.records:,} records, {result.keys:,} keys, {result.orgs:,} orgs, "
         f"{result.partitions} partitions"
@@ -187,10 +200,13 @@ def bench(
     partitions: int,
     *,
     deliveries: int,
+    emails: int,
     json_path: str | None,
 ) -> int:
     """Entry point of `quota-pipeline bench`."""
-    result = asyncio.run(run_bench(records, keys, orgs, partitions, deliveries))
+    result = asyncio.run(
+        run_bench(records, keys, orgs, partitions, deliveries=deliveries, emails=emails)
+    )
     show(result, Console())
     if json_path:
         figures = {**asdict(result), "ratio": result.ratio}

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from pipeline.config import Settings
 from pipeline.demo import remove_topics
+from pipeline.email.local_smtp import LocalSmtpServer
 from pipeline.kafka import contract_topics, create_topics, wait_committed
 from pipeline.loader import publish
 from pipeline.local import WorkerProcess
@@ -143,14 +144,19 @@ async def timed_deliveries(
 
 
 async def load_orgs(
-    config: dict[str, Any], workdir: Path, settings: Settings, urls: list[str]
+    config: dict[str, Any],
+    workdir: Path,
+    settings: Settings,
+    urls: list[str],
+    *,
+    field: str = "webhook",
 ) -> None:
-    """Publish one org per endpoint, and let a worker load them before the timed run (as in
-    production, where orgs are known long before their triggers)."""
+    """Publish one org per endpoint (its trigger_event ``field``), and let a worker load them
+    before the timed run (as in production, where orgs are known long before their triggers)."""
     orgs = [
         (
             org_name(i),
-            orjson.dumps({"quota_max": -1, "event_options": {"trigger_event": {"webhook": url}}}),
+            orjson.dumps({"quota_max": -1, "event_options": {"trigger_event": {field: url}}}),
         )
         for i, url in enumerate(urls)
     ]
@@ -162,6 +168,35 @@ async def load_orgs(
         await wait_committed(settings, settings.topics.orgs, len(orgs), timeout=120)
     finally:
         worker.stop()
+
+
+async def run_email_bench(base: dict[str, Any], workdir: Path, count: int) -> float:
+    """Emails/s from one worker to a local SMTP server: each org's trigger_event.email."""
+    async with LocalSmtpServer(keep=False) as smtp:
+        config = derived_config(base, "emails")
+        config["email_backend"] = {
+            "enable_email_notifications": True,
+            "code": "smtp",
+            "settings": {"SMTPAddress": smtp.address},
+        }
+        settings = Settings.model_validate(config)
+        await create_topics(settings, contract_topics(settings), settings.kafka.partitions)
+        try:
+            desks = [f"desk-{i}@bench.example" for i in range(ENDPOINTS)]
+            await load_orgs(config, workdir, settings, desks, field="email")
+            await publish(settings, settings.topics.triggers, bench_triggers(count))
+            worker = WorkerProcess(config, workdir, name="emails-timed")
+            worker.start()
+            try:
+                await worker.wait_healthy(timeout=300)
+                started = time.perf_counter()
+                await smtp.wait_for(count, timeout=600)
+                rate = count / (time.perf_counter() - started)
+            finally:
+                worker.stop()
+        finally:
+            await remove_topics(settings)
+    return rate
 
 
 def derived_config(base: dict[str, Any], name: str) -> dict[str, Any]:

@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--deliveries", type=int, default=20_000, help="webhooks to deliver; 0 skips (20000)"
     )
+    bench.add_argument("--emails", type=int, default=5_000, help="emails to send; 0 skips (5000)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     return parser
 
@@ -182,6 +183,7 @@ def run_bench_command(args: argparse.Namespace, settings: Settings) -> int:
         args.orgs,
         args.partitions,
         deliveries=args.deliveries,
+        emails=args.emails,
         json_path=args.json,
     )
 

@@ -8,6 +8,7 @@ nothing is sent.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import re
 import time
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
 from email.errors import HeaderParseError
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 
 import orjson
@@ -107,13 +108,29 @@ def message_id(request: EmailRequest) -> str:
     return f"<{left}.{recipient}@{MESSAGE_ID_DOMAIN}>"
 
 
+class _ReusedHeaderClasses(HeaderRegistry):
+    """The standard registry, but each header class is made once.
+
+    HeaderRegistry builds a new class with ``type()`` for every header of every message; that
+    alone was a seventh of the time per email in `quota-pipeline bench`.
+    """
+
+    @functools.cache  # noqa: B019 - one registry for the process; its cache is the point
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        return super().__getitem__(name.lower())
+
+
+#: policy.SMTP (CRLF line ends), with header classes made once.
+SMTP_POLICY = policy.SMTP.clone(header_factory=_ReusedHeaderClasses())
+
+
 def build_message(request: EmailRequest, *, now: float | None = None) -> EmailMessage:
     """The multipart/alternative message (text, then HTML) with every header set.
 
     ``now`` (unix seconds) is the Date header; the current time when None.
     """
     sender, recipient = addresses(request)
-    message = EmailMessage(policy=policy.SMTP)
+    message = EmailMessage(policy=SMTP_POLICY)
     try:
         message["From"] = sender
         message["To"] = recipient

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import aiosmtplib
 
-from pipeline.email.message import EmailRequest, build_message
+from pipeline.email.message import EmailRequest, addresses, build_message
 from pipeline.errors import (
     ConfigError,
     DeliveryError,
@@ -140,6 +140,10 @@ class SmtpSink:
         if slots is None:
             raise RuntimeError("SmtpSink.send called before start()")
         message = build_message(request)  # a bad header fails here, before any connection
+        # Flattened once, here: send_message would copy, re-flatten and re-parse the headers
+        # for the envelope, which cost a quarter of the time per email in `bench`.
+        data = message.as_bytes()
+        sender, recipient = addresses(request)
         # Waiting for a free connection is not the message's fault: the deadline starts after.
         async with slots:
             client = self._take_idle()
@@ -147,7 +151,7 @@ class SmtpSink:
                 async with asyncio.timeout(self._timeout):
                     if client is None:
                         client = await self._connect()
-                    await client.send_message(message)
+                    await client.sendmail(sender.addr_spec, [recipient.addr_spec], data)
             except BaseException as exc:
                 if client is not None:
                     client.close()  # failed or cancelled mid-conversation: its state is unknown
