@@ -73,6 +73,14 @@ class Deliverer:
         for channel in self._channels.values():
             await channel.stop()
 
+    def _paused(self, job: DeliveryJob, endpoint: str, now: float) -> RetryLater | None:
+        """Reschedule without an attempt while the endpoint's breaker is open, so it is probed,
+        not hammered (and nothing queues behind it)."""
+        health = self._health.setdefault(endpoint, EndpointHealth(policy=self._breaker))
+        if health.allows(now):
+            return None
+        return RetryLater(replace(job, due=health.retry_at(now) or now))
+
     async def attempt(self, job: DeliveryJob) -> Outcome:
         """One attempt (or none, while the endpoint's breaker is open)."""
         now = self._clock()
@@ -83,13 +91,16 @@ class Deliverer:
         if channel is None:
             return DeadLetter(job, f"no {job.channel} channel is configured")
         endpoint = channel.endpoint(job)
-        health = self._health.get(endpoint) or EndpointHealth(policy=self._breaker)
-        allowed, health = health.admit(now)
-        self._health[endpoint] = health
-        if not allowed:
-            # Paused endpoint: reschedule without an attempt, so it is probed, not hammered.
-            return RetryLater(replace(job, due=health.retry_at(now) or now))
+        if (paused := self._paused(job, endpoint, now)) is not None:
+            return paused
         async with self._slots[endpoint]:
+            # Asked again once a slot is free: the breaker may have opened while this job
+            # waited behind a slow endpoint's attempts, and then the wait must end here.
+            now = self._clock()
+            health = self._health[endpoint]
+            allowed, self._health[endpoint] = health.admit(now)
+            if not allowed:
+                return RetryLater(replace(job, due=health.retry_at(now) or now))
             error: DeliveryError | None = None
             status: int | None = None
             try:
@@ -98,7 +109,10 @@ class Deliverer:
                 error = exc
         now = self._clock()
         self._health[endpoint] = self._health[endpoint].record(error is None, now)
-        job = job.attempted(now, error, status)
+        return self._after(job.attempted(now, error, status), error, now)
+
+    def _after(self, job: DeliveryJob, error: DeliveryError | None, now: float) -> Outcome:
+        """Delivered, or what the retry policy makes of the failure."""
         if error is None:
             return Delivered(job)
         decision = decide(

@@ -1,0 +1,58 @@
+"""pipeline.delivery.Deliverer: attempts under an endpoint's breaker and concurrency bound.
+
+The channel here is a stand-in that fails on purpose; the real sinks have their own tests
+against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pipeline.deliveries import DeliveryJob
+from pipeline.delivery import Deliverer, RetryLater
+from pipeline.errors import RetriableDeliveryError
+from pipeline.health import BreakerPolicy
+from pipeline.retry import RetryPolicy
+
+
+class FailingChannel:
+    """Every send fails after yielding once, so jobs queue behind each other."""
+
+    def __init__(self) -> None:
+        self.sends = 0
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def stop(self) -> None:
+        """Nothing to close."""
+
+    def endpoint(self, job: DeliveryJob) -> str:
+        return "https://slow.example"
+
+    async def send(self, job: DeliveryJob) -> int | None:
+        self.sends += 1
+        await asyncio.sleep(0)  # yield, as a real request would
+        raise RetriableDeliveryError("timed out")
+
+
+def job(i: int) -> DeliveryJob:
+    return DeliveryJob(f"evt_{i}", "POST", "https://slow.example/hook", b"{}", {}, {})
+
+
+async def test_jobs_queued_behind_a_failing_endpoint_stop_once_its_breaker_opens() -> None:
+    channel = FailingChannel()
+    deliverer = Deliverer(
+        {"webhook": channel},
+        retry=RetryPolicy(schedule=(60,)),
+        breaker=BreakerPolicy(min_requests=10, failure_ratio=0.7),
+        per_endpoint_concurrency=1,
+        max_payload_bytes=1024,
+    )
+
+    outcomes = await asyncio.gather(*(deliverer.attempt(job(i)) for i in range(30)))
+
+    # Ten failures open the breaker; the twenty jobs waiting for the slot then go back to the
+    # retry tiers without an attempt, instead of each waiting out the slow endpoint.
+    assert channel.sends == 10
+    assert all(isinstance(outcome, RetryLater) for outcome in outcomes)
+    assert sum(outcome.job.attempts == 0 for outcome in outcomes) == 20
