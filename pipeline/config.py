@@ -140,6 +140,9 @@ class EmailBackend(_TykSection):
     default_from_name: str = "quota-pipeline"
     #: Provider API base URLs, e.g. {"sendgrid": "http://127.0.0.1:8025"}; defaults are public.
     base_urls: dict[str, str] = Field(default_factory=dict)
+    #: Seconds over which an org address's key_request_event emails are batched into one
+    #: digest (Tyk issue 186); 0 sends one email per request.
+    key_request_digest: float = Field(default=0, ge=0)
 
 
 class DeliverySettings(_Section):

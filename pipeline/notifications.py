@@ -6,6 +6,7 @@ and replay both use it, so a re-delivery is built exactly as the first one was.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 MAILTO = "mailto:"
 TRIGGER_TEMPLATE = "trigger_exceeded"
+DIGEST_TEMPLATE = "key_request_digest"
+DIGEST_EVENT = "key_request_event.digest"
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,17 @@ class EmailComposer:
             from_name=self.from_name,
         )
         return DeliveryJob(event_id, "EMAIL", target, request.to_json(), {}, event, channel="email")
+
+    def digest(self, to: str, org_id: str, requests: list[dict[str, Any]]) -> Planned:
+        """One email for several key_request_event emails to one org address; its id is the
+        same whenever the same requests are batched again (after a restart)."""
+        first = requests[0].get("id", "")
+        material = f"digest\x1f{to}\x1f{first}\x1f{len(requests)}"
+        event_id = "evt_" + hashlib.sha256(material.encode()).hexdigest()[:32]
+        context = {"org_id": org_id, "count": len(requests), "requests": requests}
+        # The requests ride along, so a dead-lettered digest can be redriven as it was.
+        event = {"id": event_id, "event": DIGEST_EVENT, "org_id": org_id, "requests": requests}
+        return self.compose(DIGEST_TEMPLATE, context, event_id=event_id, to=to, event=event)
 
     def trigger(self, event: dict[str, Any], to: str) -> Planned:
         return self.compose(TRIGGER_TEMPLATE, event, event_id=event["id"], to=to, event=event)
@@ -165,11 +179,16 @@ class Notifier:
         return [self.email.trigger(event, to) for to in dict.fromkeys(addresses)]
 
     def portal_deliveries(
-        self, event: PortalEvent, org_options: Mapping[str, Any] | None
+        self,
+        event: PortalEvent,
+        org_options: Mapping[str, Any] | None,
+        *,
+        org_email: bool = True,
     ) -> list[Planned]:
-        """The org's webhook and email for the event's option, and the developer's email."""
+        """The org's webhook and email for the event's option, and the developer's email
+        (``org_email=False`` leaves the org's email out: it goes into a digest)."""
         planned: list[Planned] = []
-        payload = {"id": event.id, "event": event.name, "org_id": event.org_id, "data": event.data}
+        payload = event.delivered_payload()
         webhook = option(org_options, event.option, "webhook")
         if webhook:
             body = orjson.dumps(event.webhook_body())
@@ -180,8 +199,8 @@ class Notifier:
             )
         if self.email is None:
             return planned
-        addresses = [option(org_options, event.option, "email"), developer_address(event)]
-        for to in dict.fromkeys(a for a in addresses if a):
+        org_address = option(org_options, event.option, "email") if org_email else None
+        for to in dict.fromkeys(a for a in (org_address, developer_address(event)) if a):
             planned.append(self.email.portal(event, to, payload))
         return planned
 
@@ -208,6 +227,8 @@ def rebuild_email(
         return []
     if is_trigger:
         return [notifier.email.trigger(event, to)]
+    if event.get("event") == DIGEST_EVENT:
+        return [notifier.email.digest(to, event["org_id"], event["requests"])]
     return [notifier.email.portal(stored_portal_event(event), to, event)]
 
 

@@ -42,6 +42,10 @@ class PortalEvent:
     def action(self) -> str:
         return self.name.split(".", 1)[1]
 
+    def delivered_payload(self) -> dict[str, Any]:
+        """The event as its delivery jobs (and dead letters) carry it."""
+        return {"id": self.id, "event": self.name, "org_id": self.org_id, "data": self.data}
+
     def webhook_body(self) -> dict[str, Any]:
         """What the org's webhook receives: the event and its data exactly as received."""
         return {"event": self.name, "data": self.data}

@@ -3,15 +3,21 @@ out, through the same delivery path (retries, signing, dead letters) as triggers
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
-from pipeline.app import Pipeline
+import faust
+
+from pipeline.app import RAW, Pipeline
 from pipeline.delivery import Deliverer
+from pipeline.digests import DigestItem, DigestWindows, Window
 from pipeline.errors import InvalidRecord
 from pipeline.metrics import PORTAL_EVENTS
-from pipeline.notifications import Notifier
-from pipeline.portal import decode_portal_event, position_id
+from pipeline.notifications import Notifier, option
+from pipeline.portal import PortalEvent, decode_portal_event, position_id
 from pipeline.streams import run_bounded, send_rejection
 
 if TYPE_CHECKING:
@@ -24,7 +30,26 @@ log = logging.getLogger(__name__)
 def attach_portal_agent(
     pipeline: Pipeline, *, notifier: Notifier, deliverer: Deliverer, router: DeliveryRouter
 ) -> None:
-    """Register the agent; it shares the delivery agent's deliverer and router."""
+    """Register the agent (and the digest agent when digests are on); they share the delivery
+    agent's deliverer and router."""
+    interval = pipeline.settings.email_backend.key_request_digest
+    digesting = notifier.email is not None and interval > 0
+    digest_topic = pipeline.app.topic(
+        f"{pipeline.settings.app_id}-digest",
+        schema=RAW,
+        internal=True,
+        partitions=pipeline.settings.kafka.partitions,
+    )
+
+    async def digest_item(portal: PortalEvent, options: Any) -> bool:
+        """Queue the org's email of a key request for its digest; True when queued."""
+        to = option(options, portal.option, "email")
+        if not (digesting and portal.option == "key_request_event" and to):
+            return False
+        item = DigestItem(to, portal.org_id, portal.delivered_payload(), time.time())
+        # Durable before the event is acknowledged, like every other delivery.
+        await (await digest_topic.send(key=to.encode(), value=item.to_json()))
+        return True
 
     @pipeline.app.agent(pipeline.topics.portal_events, name="portal")
     async def portal_agent(stream: Any) -> None:
@@ -43,10 +68,74 @@ def attach_portal_agent(
                 PORTAL_EVENTS.labels(outcome="rejected").inc()
             else:
                 options = pipeline.tables.org_targets.get(portal.org_id)
-                planned = notifier.portal_deliveries(portal, options)
+                digested = await digest_item(portal, options)
+                planned = notifier.portal_deliveries(portal, options, org_email=not digested)
                 # No options, or an org not known yet, is nobody to tell: counted, not an error.
-                PORTAL_EVENTS.labels(outcome="delivered" if planned else "no_targets").inc()
+                told = planned or digested
+                PORTAL_EVENTS.labels(outcome="delivered" if told else "no_targets").inc()
                 await router.dispatch(deliverer, planned)
             await manual.ack(event)
 
         await run_bounded(manual.events(), pipeline.settings.delivery.concurrency, handle)
+
+    if digesting:
+        attach_digest_agent(
+            pipeline, digest_topic, interval, notifier=notifier, deliverer=deliverer, router=router
+        )
+
+
+def attach_digest_agent(
+    pipeline: Pipeline,
+    topic: faust.TopicT,
+    interval: float,
+    *,
+    notifier: Notifier,
+    deliverer: Deliverer,
+    router: DeliveryRouter,
+) -> None:
+    """Gathers digest items per address and sends each window as one email when it closes;
+    its items are acknowledged only then."""
+
+    @pipeline.app.agent(topic, name="digest")
+    async def digest_agent(stream: Any) -> None:
+        await deliverer.start()
+        manual = stream.noack()
+        windows = DigestWindows(interval)
+        opened = asyncio.Event()
+
+        async def send_closed() -> None:
+            while True:
+                closes = windows.next_close()
+                timeout = None if closes is None else max(0.0, closes - time.time())
+                # Wakes when a window closes, or when a new one opens (it may close sooner).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(opened.wait(), timeout)
+                opened.clear()
+                for window in windows.closed(time.time()):
+                    try:
+                        await send(window)
+                    except Exception:  # its items stay unacknowledged: a restart resends
+                        log.exception("digest to an org address failed; kept for a restart")
+
+        async def send(window: Window) -> None:
+            requests = [item.request for item in window.items]
+            assert notifier.email is not None  # digests are on only with email on
+            await router.dispatch(
+                deliverer, [notifier.email.digest(window.to, window.org_id, requests)]
+            )
+            for event in window.receipts:
+                await manual.ack(event)
+
+        sender = asyncio.create_task(send_closed())
+        try:
+            async for event in manual.events():
+                try:
+                    item = DigestItem.from_json(event.value)
+                except InvalidRecord as exc:
+                    await send_rejection(pipeline, event, exc.reason)
+                    await manual.ack(event)
+                    continue
+                windows.add(item, event)
+                opened.set()
+        finally:
+            sender.cancel()

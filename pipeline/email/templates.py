@@ -34,6 +34,7 @@ TEMPLATE_NAMES = (
     "key_request_submitted",
     "key_request_approved",
     "key_request_rejected",
+    "key_request_digest",
     "developer_signed_up",
     "developer_approved",
     "developer_rejected",

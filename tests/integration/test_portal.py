@@ -33,13 +33,14 @@ async def smtp():
         yield server
 
 
-async def portal_worker(make_config, cli, topics_of, start_worker, receiver, smtp):
+async def portal_worker(make_config, cli, topics_of, start_worker, receiver, smtp, **email_backend):
     """A worker with email on, and org acme sending every event family to the receiver and
     its desk. Returns (settings, worker)."""
     config = make_config(
         email_backend={
             "enable_email_notifications": True,
             "settings": {"SMTPAddress": smtp.address},
+            **email_backend,
         },
         delivery={"retry_schedule": [0.2]},
     )
@@ -133,3 +134,32 @@ async def test_unknown_org_is_counted_and_unknown_events_are_rejected_while_othe
     # The unknown org's event sits in its own partition: poll the counter until it shows.
     assert await poll(counted) == 1
     assert len(receiver.received) == 1
+
+
+async def test_key_requests_to_the_org_desk_come_as_one_digest_per_interval(
+    make_config, cli, topics_of, start_worker, receiver, smtp
+):
+    settings, _ = await portal_worker(
+        make_config, cli, topics_of, start_worker, receiver, smtp, key_request_digest=8
+    )
+    apis = ["Payments API", "Search API", "Maps API"]
+    events = [
+        {
+            "event": "key_request_event.submitted",
+            "org_id": "acme",
+            "data": {**KEY_REQUEST, "id": f"kr-{i}", "catalogue_entry": {"name": api}},
+        }
+        for i, api in enumerate(apis)
+    ]
+    await publish_events(settings, *events)
+
+    # The webhook and the developer hear of each request at once; the desk once, in a digest.
+    await receiver.wait_for(3, timeout=60)
+    emails = await smtp.wait_for(4, timeout=60)
+    to_desk = [email for email in emails if email.rcpt_tos == (DESK,)]
+    assert len(to_desk) == 1
+    assert sum(email.rcpt_tos == (DEVELOPER,) for email in emails) == 3
+    digest = to_desk[0].message
+    assert digest["Subject"] == "3 key request updates for organisation acme"
+    text = digest.get_body(("plain",)).get_content()
+    assert all(api in text for api in apis)

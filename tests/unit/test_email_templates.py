@@ -56,6 +56,12 @@ FULL_DATA = {
 def context_for(name: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
     if name == "trigger_exceeded":
         return dict(TRIGGER)
+    if name == "key_request_digest":
+        requests = [
+            {"event": "key_request_event.submitted", "data": FULL_DATA if data is None else data},
+            {"event": "key_request_event.approved", "data": {}},
+        ]
+        return {"org_id": "org1", "count": len(requests), "requests": requests}
     return {"event": PORTAL[name], "org_id": "org1", "data": FULL_DATA if data is None else data}
 
 
@@ -65,7 +71,7 @@ def builtin() -> EmailTemplates:
 
 
 def test_every_template_name_has_a_sample() -> None:
-    assert set(TEMPLATE_NAMES) == {"trigger_exceeded", *PORTAL}
+    assert set(TEMPLATE_NAMES) == {"trigger_exceeded", "key_request_digest", *PORTAL}
 
 
 @pytest.mark.parametrize("name", TEMPLATE_NAMES)
