@@ -10,6 +10,7 @@ import faust
 from faust.types import SchemaT, TableT
 
 from pipeline.config import Settings
+from pipeline.org_directory import OrgDirectory
 from pipeline.transactions import BatchGate, install_gate
 
 #: Record keys and values travel as bytes: we decode them ourselves so that a bad record becomes
@@ -46,8 +47,6 @@ class Tables:
     orgs: TableT[str, Any]
     #: org id -> its UsageState, as JSON.
     org_usage: TableT[str, Any]
-    #: org id -> its event_options; global: every worker's delivery agent reads every org.
-    org_targets: TableT[str, Any]
 
 
 @dataclass(frozen=True)
@@ -64,6 +63,8 @@ class Pipeline:
     #: that session and org changes never land in that gap and get overwritten.
     key_writes: asyncio.Lock = field(default_factory=asyncio.Lock)
     org_writes: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Every org's event_options, for the delivery agents of every worker.
+    org_directory: OrgDirectory = field(default_factory=OrgDirectory)
 
 
 def broker_urls(bootstrap_servers: str) -> list[str]:
@@ -127,7 +128,6 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
         key_usage=app.Table("key_usage", **table_options),
         orgs=app.Table("orgs", **table_options),
         org_usage=app.Table("org_usage", **table_options),
-        org_targets=app.GlobalTable("org_targets", **table_options),
     )
     gate = BatchGate()
     install_gate(app, gate)

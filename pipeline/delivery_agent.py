@@ -147,6 +147,11 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
     notifier = Notifier.from_settings(pipeline.settings)
     cooldown = Cooldown(pipeline.settings.monitor.configuration.event_timeout)
 
+    async def follow_orgs() -> None:
+        await pipeline.org_directory.follow(pipeline.settings)
+
+    app.task(follow_orgs)
+
     async def close_channels(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await deliverer.stop()
 
@@ -155,6 +160,7 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
     @app.agent(pipeline.topics.triggers, name="delivery")
     async def delivery_agent(stream: Any) -> None:
         await deliverer.start()
+        await pipeline.org_directory.ready.wait()  # every org known at start-up, first
         manual = stream.noack()
 
         async def handle(event: Any) -> None:
@@ -167,7 +173,7 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
             await manual.ack(event)
 
         def plan_trigger(event: Any, trigger: dict[str, Any]) -> list[Planned]:
-            org_options = pipeline.tables.org_targets.get(trigger["org"])
+            org_options = pipeline.org_directory.get(trigger["org"])
             now = time.time()
             planned = []
             for job in notifier.trigger_webhooks(trigger, org_options):

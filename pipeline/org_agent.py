@@ -57,17 +57,15 @@ def attach_org_agents(pipeline: Pipeline) -> None:
 
 
 def apply_org(pipeline: Pipeline, event: Any, org_id: str, org: Org | None) -> None:
-    """Store an org (its quota, and its targets for every worker); a tombstone forgets it."""
+    """Store an org's quota; a tombstone forgets it. (Its targets reach every worker through
+    pipeline.org_directory.)"""
     tables = pipeline.tables
     with acting_for(event):
         if org is None:
             tables.orgs.pop(org_id, None)
             tables.org_usage.pop(org_id, None)
-            tables.org_targets.pop(org_id, None)
         else:
-            compact = compact_org(org)
-            tables.orgs[org_id] = compact
-            tables.org_targets[org_id] = compact["event_options"]
+            tables.orgs[org_id] = compact_org(org)
 
 
 def plan_org_batch(

@@ -54,6 +54,7 @@ def attach_portal_agent(
     @pipeline.app.agent(pipeline.topics.portal_events, name="portal")
     async def portal_agent(stream: Any) -> None:
         await deliverer.start()
+        await pipeline.org_directory.ready.wait()  # every org known at start-up, first
         manual = stream.noack()
 
         async def handle(event: Any) -> None:
@@ -67,7 +68,7 @@ def attach_portal_agent(
                 await send_rejection(pipeline, event, exc.reason)
                 PORTAL_EVENTS.labels(outcome="rejected").inc()
             else:
-                options = pipeline.tables.org_targets.get(portal.org_id)
+                options = pipeline.org_directory.get(portal.org_id)
                 digested = await digest_item(portal, options)
                 planned = notifier.portal_deliveries(portal, options, org_email=not digested)
                 # No options, or an org not known yet, is nobody to tell: counted, not an error.

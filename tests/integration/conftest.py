@@ -209,10 +209,16 @@ def cli(tmp_path: Path) -> Callable[..., Any]:
     return run
 
 
+def key_partition(key: str, partitions: int) -> int:
+    """The partition the default (murmur2) partitioner gives ``key``."""
+    everyone = list(range(partitions))
+    return int(DefaultPartitioner()(key.encode(), everyone, everyone))
+
+
 def key_in_same_partition(key: str, partitions: int) -> str:
     """Another key that the default (murmur2) partitioner sends to the same partition."""
     everyone = list(range(partitions))
-    target = DefaultPartitioner()(key.encode(), everyone, everyone)
+    target = key_partition(key, partitions)
     prefix = uuid.uuid4().hex[:6]  # a fresh marker each time: its thresholds fire once
     return next(
         candidate

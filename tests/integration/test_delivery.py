@@ -13,7 +13,15 @@ import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
 
-from tests.integration.conftest import consume, produce, read_to_end, request_count, wait_for_table
+from pipeline.local import free_port
+from tests.integration.conftest import (
+    consume,
+    key_partition,
+    produce,
+    read_to_end,
+    request_count,
+    wait_for_table,
+)
 
 DEAD_LETTER = Draft202012Validator(
     json.loads((Path(__file__).parents[2] / "schemas" / "dead_letter.json").read_text())
@@ -211,7 +219,6 @@ async def test_org_trigger_webhook_receives_every_trigger_of_its_org(
         assert status == 0, err
     await start_worker(config)
     await wait_for_table(settings, "sessions", lambda s: "org-key" in s)
-    await wait_for_table(settings, "org_targets", lambda s: "acme" in s)
     await produce(
         settings.kafka.bootstrap_servers,
         settings.topics.requests,
@@ -221,6 +228,39 @@ async def test_org_trigger_webhook_receives_every_trigger_of_its_org(
     seen = {(hook.path, orjson.loads(hook.body)["key"]) for hook in hooks}
     # The key's trigger and the org's own (key "") reach both the monitor and the org webhook.
     assert seen == {("/monitor", "org-key"), ("/monitor", ""), ("/acme", "org-key"), ("/acme", "")}
+
+
+async def test_every_worker_knows_the_org_webhook_of_the_global_table(
+    make_config, cli, topics_of, start_worker, receiver, tmp_path
+):
+    config = make_config(monitor={"global_trigger_limits": [50]})
+    settings = await topics_of(config)
+    orgs = {
+        "acme": {
+            "quota_max": -1,
+            "event_options": {"trigger_event": {"webhook": f"{receiver.url}/org"}},
+        }
+    }
+    status, _, err = await cli(config, "orgs", "put", "-", stdin=orjson.dumps(orgs))
+    assert status == 0, err
+    keys = [f"both-{i}" for i in range(40)]
+    sessions = {key: {"org_id": "acme", "quota_max": 2, "quota_renewal_rate": 0} for key in keys}
+    status, _, err = await cli(config, "sessions", "put", "-", stdin=orjson.dumps(sessions))
+    assert status == 0, err
+    await start_worker(config, name="one")
+    second = {**config, "data_dir": str(tmp_path / "second"), "web": {"port": free_port()}}
+    await start_worker(second, name="two")
+    await wait_for_table(settings, "sessions", lambda s: s.keys() >= set(keys))
+    assert {key_partition(key, settings.kafka.partitions) for key in keys} == {0, 1}
+
+    await produce(
+        settings.kafka.bootstrap_servers,
+        settings.topics.requests,
+        [request_count(key, time.time(), 1, org="acme") for key in keys],
+    )
+    # The triggers of both partitions, so of both workers, reach the org's webhook.
+    hooks = await receiver.wait_for(len(keys), timeout=90, where=lambda h: h.path == "/org")
+    assert {orjson.loads(hook.body)["key"] for hook in hooks} == set(keys)
 
 
 async def test_dlq_list_show_and_redrive_after_the_receiver_recovers(
@@ -320,7 +360,6 @@ async def test_a_dead_endpoint_does_not_hold_back_a_healthy_one(
         assert status == 0, err
     await start_worker(config)
     await wait_for_table(settings, "sessions", lambda s: s.keys() >= set(keys))
-    await wait_for_table(settings, "org_targets", lambda s: "acme" in s)
     now = time.time()
     await produce(
         settings.kafka.bootstrap_servers,

@@ -52,7 +52,6 @@ async def one_email_trigger(make_config, cli, topics_of, start_worker, smtp, **d
     assert status == 0, err
     await start_worker(config)
     await wait_for_table(settings, "sessions", lambda s: "mail-key-7f3a" in s)
-    await wait_for_table(settings, "org_targets", lambda s: "acme" in s)
     await produce(
         settings.kafka.bootstrap_servers,
         settings.topics.requests,

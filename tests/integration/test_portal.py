@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.email.local_smtp import LocalSmtpServer
 from pipeline.email.message import EVENT_ID_HEADER
-from tests.integration.conftest import consume, poll, produce, scrape, wait_for_table
+from tests.integration.conftest import consume, poll, produce, scrape
 
 DESK = "portal-desk@acme.example"
 DEVELOPER = "jane@dev.example"
@@ -53,7 +53,6 @@ async def portal_worker(make_config, cli, topics_of, start_worker, receiver, smt
     status, _, err = await cli(config, "orgs", "put", "-", stdin=orjson.dumps(orgs))
     assert status == 0, err
     worker = await start_worker(config)
-    await wait_for_table(settings, "org_targets", lambda s: "acme" in s)
     return settings, worker
 
 
