@@ -7,15 +7,18 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from pipeline import __version__
+from pipeline.api import attach_api
 from pipeline.app import Pipeline
 from pipeline.metrics import exposition
 
 
 def attach_web(pipeline: Pipeline) -> None:
-    """Register the worker's pages."""
+    """Register the worker's pages: these two, open to all, and the HTTP API (token-only)."""
     app = pipeline.app
+    attach_api(pipeline)
 
-    # faust starts its web server only after table recovery, so a 200 here also means ready.
+    # Liveness: the process serves HTTP. It says nothing about partitions or table recovery
+    # (the API's reads answer 503 until this worker has its partitions).
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         return web.json(
