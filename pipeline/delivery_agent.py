@@ -20,6 +20,7 @@ from typing import Any
 import faust
 from pydantic import SecretStr
 
+from pipeline.acks import OrderedAcks
 from pipeline.app import RAW, Pipeline
 from pipeline.channels import Channel, EmailChannel, WebhookChannel
 from pipeline.cooldown import Cooldown
@@ -170,7 +171,6 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
                 await send_rejection(pipeline, event, exc.reason)
             else:
                 await deliver_all(plan_trigger(event, trigger))
-            await manual.ack(event)
 
         def plan_trigger(event: Any, trigger: dict[str, Any]) -> list[Planned]:
             org_options = pipeline.org_directory.get(trigger["org"])
@@ -192,11 +192,19 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
         async def deliver_all(planned: list[Planned]) -> None:
             await router.dispatch(deliverer, planned)
 
-        await run_bounded(manual.events(), settings.concurrency, handle)
+        await run_bounded(manual.events(), settings.concurrency, handle, OrderedAcks(manual.ack))
 
     for index, tier in enumerate(tiers):
         attach_retry_tier(pipeline, tier, index, deliverer=deliverer, router=router)
     attach_portal_agent(pipeline, notifier=notifier, deliverer=deliverer, router=router)
+
+
+def job_due(raw: bytes | None) -> float:
+    """When a retry-tier record is due; now for a record that is not a job (it is rejected)."""
+    try:
+        return DeliveryJob.from_bytes(raw).due
+    except InvalidRecord:
+        return 0.0
 
 
 def developer_email(pipeline: Pipeline, source: Any, trigger: dict[str, Any]) -> str | None:
@@ -226,23 +234,20 @@ def attach_retry_tier(
         await deliverer.start()
         manual = stream.noack()
 
-        async def due_jobs() -> AsyncIterator[Any]:
+        async def due_events() -> AsyncIterator[Any]:
             # Jobs of one tier arrive in (nearly) due order: waiting for the head is cheap.
             async for event in manual.events():
-                try:
-                    job = DeliveryJob.from_bytes(event.value)
-                except InvalidRecord as exc:
-                    await send_rejection(pipeline, event, exc.reason)
-                    await manual.ack(event)
-                    continue
-                wait = job.due - time.time()
+                wait = job_due(event.value) - time.time()
                 if wait > 0:
                     await asyncio.sleep(wait)  # the job's own due time, not synchronisation
-                yield event, job
+                yield event
 
-        async def handle(item: tuple[Any, DeliveryJob]) -> None:
-            event, job = item
+        async def handle(event: Any) -> None:
+            try:
+                job = DeliveryJob.from_bytes(event.value)
+            except InvalidRecord as exc:
+                await send_rejection(pipeline, event, exc.reason)
+                return
             await router.route(await deliverer.attempt(job))
-            await manual.ack(event)
 
-        await run_bounded(due_jobs(), settings.concurrency, handle)
+        await run_bounded(due_events(), settings.concurrency, handle, OrderedAcks(manual.ack))

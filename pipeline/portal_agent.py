@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 
+from pipeline.acks import OrderedAcks
 from pipeline.app import RAW, Pipeline
 from pipeline.delivery import Deliverer
 from pipeline.digests import DigestItem, DigestWindows, Window
@@ -75,9 +76,9 @@ def attach_portal_agent(
                 told = planned or digested
                 PORTAL_EVENTS.labels(outcome="delivered" if told else "no_targets").inc()
                 await router.dispatch(deliverer, planned)
-            await manual.ack(event)
 
-        await run_bounded(manual.events(), pipeline.settings.delivery.concurrency, handle)
+        concurrency = pipeline.settings.delivery.concurrency
+        await run_bounded(manual.events(), concurrency, handle, OrderedAcks(manual.ack))
 
     if digesting:
         attach_digest_agent(
@@ -101,6 +102,8 @@ def attach_digest_agent(
     async def digest_agent(stream: Any) -> None:
         await deliverer.start()
         manual = stream.noack()
+        # Windows of different addresses close out of order: acknowledge in partition order.
+        acks = OrderedAcks(manual.ack)
         windows = DigestWindows(interval)
         opened = asyncio.Event()
 
@@ -125,16 +128,17 @@ def attach_digest_agent(
                 deliverer, [notifier.email.digest(window.to, window.org_id, requests)]
             )
             for event in window.receipts:
-                await manual.ack(event)
+                await acks.finished(event)
 
         sender = asyncio.create_task(send_closed())
         try:
             async for event in manual.events():
+                acks.arrived(event)
                 try:
                     item = DigestItem.from_json(event.value)
                 except InvalidRecord as exc:
                     await send_rejection(pipeline, event, exc.reason)
-                    await manual.ack(event)
+                    await acks.finished(event)
                     continue
                 windows.add(item, event)
                 opened.set()

@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
+from pipeline.acks import OrderedAcks
 from pipeline.app import Pipeline
 from pipeline.errors import InvalidRecord
 from pipeline.metrics import REJECTED
@@ -96,15 +97,20 @@ async def decode_keyed(
 
 
 async def run_bounded(
-    events: AsyncIterator[Any], limit: int, handle: Callable[[Any], Awaitable[None]]
+    events: AsyncIterator[Any],
+    limit: int,
+    handle: Callable[[Any], Awaitable[None]],
+    acks: OrderedAcks,
 ) -> None:
-    """Handle each event in a task of its own, at most ``limit`` at a time."""
+    """Handle each event in a task of its own, at most ``limit`` at a time; acknowledge each
+    (in its partition's order) once its handler returns."""
     slots = asyncio.Semaphore(limit)
     running: set[asyncio.Task[None]] = set()
 
     async def guarded(event: Any) -> None:
         try:
             await handle(event)
+            await acks.finished(event)
         except Exception:  # one event's bug must not stop the others; its offset stays put
             log.exception("delivery handler failed")
         finally:
@@ -113,6 +119,7 @@ async def run_bounded(
     try:
         async for event in events:
             await slots.acquire()
+            acks.arrived(event)
             task = asyncio.create_task(guarded(event))
             running.add(task)
             task.add_done_callback(running.discard)

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
 
+from pipeline.kafka import admin_client
 from pipeline.local import free_port
 from tests.integration.conftest import (
     consume,
@@ -407,12 +408,33 @@ async def test_delivery_worker_killed_mid_stream_loses_nothing(
     expected = {orjson.loads(record.value)["id"] for record in triggers}
     assert {orjson.loads(record.value)["key"] for record in triggers} == set(keys)
     # Every event arrives at least once; a repeat after the crash carries the same webhook-id.
-    await receiver.wait_for(
-        len(expected),
-        timeout=120,
-        where=lambda hook: hook is first_of(receiver, hook.headers["webhook-id"]),
-    )
+    try:
+        await receiver.wait_for(
+            len(expected),
+            timeout=120,
+            where=lambda hook: hook is first_of(receiver, hook.headers["webhook-id"]),
+        )
+    except TimeoutError:
+        raise AssertionError(await undelivered(settings, triggers, receiver)) from None
     assert {hook.headers["webhook-id"] for hook in receiver.received} == expected
+
+
+async def undelivered(settings, triggers, receiver) -> str:
+    """Where the undelivered triggers sit, beside the offsets the group committed."""
+    delivered = {hook.headers["webhook-id"] for hook in receiver.received}
+    missing = sorted(
+        (record.partition, record.offset)
+        for record in triggers
+        if orjson.loads(record.value)["id"] not in delivered
+    )
+    async with admin_client(settings) as admin:
+        offsets = await admin.list_consumer_group_offsets(settings.app_id)
+    commits = {
+        tp.partition: meta.offset
+        for tp, meta in offsets.items()
+        if tp.topic == settings.topics.triggers
+    }
+    return f"{len(missing)} undelivered at (partition, offset) {missing[:20]}; committed {commits}"
 
 
 def first_of(receiver, webhook_id):
