@@ -170,7 +170,7 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
             except InvalidRecord as exc:
                 await send_rejection(pipeline, event, exc.reason)
             else:
-                await deliver_all(plan_trigger(event, trigger))
+                await router.dispatch(deliverer, plan_trigger(event, trigger))
 
         def plan_trigger(event: Any, trigger: dict[str, Any]) -> list[Planned]:
             org_options = pipeline.org_directory.get(trigger["org"])
@@ -183,14 +183,13 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
                     log.info("cooldown: identical webhook not re-sent id=%s", job.event_id)
                     continue
                 planned.append(job)
+            if notifier.email is None:
+                return planned  # and no session lookup for an address nobody mails
             return planned + notifier.trigger_emails(
                 trigger,
                 developer_email=developer_email(pipeline, event, trigger),
                 org_options=org_options,
             )
-
-        async def deliver_all(planned: list[Planned]) -> None:
-            await router.dispatch(deliverer, planned)
 
         await run_bounded(manual.events(), settings.concurrency, handle, OrderedAcks(manual.ack))
 
