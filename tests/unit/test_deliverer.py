@@ -15,10 +15,13 @@ from pipeline.retry import RetryPolicy
 
 
 class FailingChannel:
-    """Every send fails after yielding once, so jobs queue behind each other."""
+    """Every send fails; the first one only once ``release`` is set, so the other jobs queue
+    behind it for the endpoint's slot."""
 
     def __init__(self) -> None:
         self.sends = 0
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
 
     async def start(self) -> None:
         """Nothing to open."""
@@ -31,7 +34,8 @@ class FailingChannel:
 
     async def send(self, job: DeliveryJob) -> int | None:
         self.sends += 1
-        await asyncio.sleep(0)  # yield, as a real request would
+        self.started.set()
+        await self.release.wait()
         raise RetriableDeliveryError("timed out")
 
 
@@ -49,7 +53,11 @@ async def test_jobs_queued_behind_a_failing_endpoint_stop_once_its_breaker_opens
         max_payload_bytes=1024,
     )
 
-    outcomes = await asyncio.gather(*(deliverer.attempt(job(i)) for i in range(30)))
+    attempts = asyncio.gather(*(deliverer.attempt(job(i)) for i in range(30)))
+    # The first send has started, so the other 29 jobs already wait for the endpoint's slot.
+    await channel.started.wait()
+    channel.release.set()
+    outcomes = await attempts
 
     # Ten failures open the breaker; the twenty jobs waiting for the slot then go back to the
     # retry tiers without an attempt, instead of each waiting out the slow endpoint.
