@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 #: Characters of a key an email shows: enough to tell keys apart, too few to use one.
 KEY_TAIL = 4
@@ -27,4 +29,29 @@ def masked_key(key: str) -> str:
     return "…" + key[-KEY_TAIL:]
 
 
-FILTERS = {"utc_time": utc_time, "amount": amount, "masked_key": masked_key}
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _field(data: Any, name: str) -> Any:
+    return data.get(name) if isinstance(data, Mapping) else None
+
+
+def person(data: Any, missing: str) -> str:
+    """Whom a portal event is about: ``data.email``, else ``data.portal_developer.email``."""
+    nested = _field(_field(data, "portal_developer"), "email")
+    return _text(_field(data, "email")) or _text(nested) or missing
+
+
+def catalogue_api(data: Any) -> str:
+    """The API a key request is for: ``data.catalogue_entry.name``."""
+    return _text(_field(_field(data, "catalogue_entry"), "name")) or "an API"
+
+
+FILTERS = {
+    "utc_time": utc_time,
+    "amount": amount,
+    "masked_key": masked_key,
+    "person": person,
+    "catalogue_api": catalogue_api,
+}

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pipeline.email import templates
-from pipeline.email.filters import amount, masked_key, utc_time
+from pipeline.email.filters import amount, catalogue_api, masked_key, person, utc_time
 from pipeline.email.templates import BUILTIN_DIR, TEMPLATE_NAMES, EmailTemplates
 from pipeline.errors import ConfigError, PermanentDeliveryError
 
@@ -256,3 +256,16 @@ def test_amount_groups_thousands_and_drops_a_whole_fraction() -> None:
 def test_masked_key_shows_only_the_tail() -> None:
     assert masked_key("5f1c0ffee0123456789abcd") == "…abcd"
     assert masked_key("short") == "…"
+
+
+def test_person_prefers_the_events_own_address_then_the_developers() -> None:
+    nested = {"portal_developer": {"email": "nested@x.example"}}
+    assert person({"email": "own@x.example", **nested}, "nobody") == "own@x.example"
+    assert person({"email": "", **nested}, "nobody") == "nested@x.example"
+    assert person({"portal_developer": "not an object"}, "nobody") == "nobody"
+    assert person({}, "nobody") == "nobody"
+
+
+def test_catalogue_api_names_the_api_asked_for() -> None:
+    assert catalogue_api({"catalogue_entry": {"name": "Pets API"}}) == "Pets API"
+    assert catalogue_api({"catalogue_entry": None}) == "an API"
