@@ -30,7 +30,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import faust
-from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
+
+from pipeline.fetching import LosslessFetchConsumer
 
 
 class BatchGate:
@@ -75,7 +76,7 @@ class BatchGate:
 def install_gate(app: faust.App, gate: BatchGate) -> None:
     """Make the App's consumer commit only through ``gate`` (call before the App starts)."""
 
-    class GatedConsumer(AIOKafkaDriverConsumer):
+    class GatedConsumer(LosslessFetchConsumer):
         def key_partition(
             self, topic: str, key: bytes | None, partition: int | None = None
         ) -> int | None:
