@@ -56,6 +56,8 @@ class EndpointHealth:
     state: BreakerState = "closed"
     #: Outcomes in the window, oldest first (closed only).
     outcomes: tuple[Outcome, ...] = ()
+    #: How many of ``outcomes`` failed.
+    failures: int = 0
     #: When the breaker last opened (open and half_open).
     opened_at: float | None = None
     #: How long this opening lasts (open and half_open).
@@ -93,16 +95,23 @@ class EndpointHealth:
         return self._opened(now, min(self.open_for * 2, self.policy.max_open_for))
 
     def _counted(self, ok: bool, now: float) -> EndpointHealth:
+        # Called on every delivery: trims only the outcomes that leave the window (oldest
+        # first) and keeps the failure count alongside, instead of rescanning the whole window.
         horizon = now - self.policy.window
-        kept = tuple(outcome for outcome in self.outcomes if outcome[0] > horizon)
-        outcomes = (*kept, (now, ok))[-self.policy.max_outcomes :]
-        failures = sum(1 for _, succeeded in outcomes if not succeeded)
+        outcomes = self.outcomes
+        stale = 0
+        while stale < len(outcomes) and outcomes[stale][0] <= horizon:
+            stale += 1
+        stale = max(stale, len(outcomes) + 1 - self.policy.max_outcomes)
+        failures = self.failures - sum(1 for _, succeeded in outcomes[:stale] if not succeeded)
+        outcomes = (*outcomes[stale:], (now, ok))
+        failures += not ok
         if (
             len(outcomes) >= self.policy.min_requests
             and failures / len(outcomes) >= self.policy.failure_ratio
         ):
             return self._opened(now, self.policy.open_for)
-        return replace(self, outcomes=outcomes)
+        return EndpointHealth(policy=self.policy, outcomes=outcomes, failures=failures)
 
     def _opened(self, now: float, open_for: float) -> EndpointHealth:
         # History is dropped: after the pause the endpoint is judged afresh.

@@ -3,6 +3,7 @@ targets checked against the SSRF guard on the address they resolve to."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -35,6 +36,11 @@ class WebhookSink:
         self._concurrency = concurrency
         self._per_endpoint_concurrency = per_endpoint_concurrency
         self._allowed = parse_networks(allow_networks)
+        # Targets repeat (the monitor's, each org's): judge each URL once, not on every send.
+        # A refusal raises, so it is never cached.
+        self._check_url = functools.lru_cache(maxsize=4096)(
+            functools.partial(check_url, allowed=self._allowed)
+        )
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -74,7 +80,7 @@ class WebhookSink:
         if self._session is None:
             raise RuntimeError("WebhookSink.send called before start()")
         # IP literals never reach the resolver: check them (and the scheme) here.
-        check_url(request.url, self._allowed)
+        self._check_url(request.url)
         now = time.time()
         secrets = secrets_for(request.url, self._signing_secrets, self._target_signing_secrets)
         headers = attempt_headers(request, now=now, signing_secrets=secrets)

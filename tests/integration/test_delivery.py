@@ -11,13 +11,18 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp import web
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from jsonschema import Draft202012Validator
 
 from pipeline.kafka import admin_client
 from pipeline.local import free_port
+from pipeline.quota import Crossing
+from pipeline.receiver import WebhookReceiver
+from pipeline.triggers import trigger_event
 from tests.integration.conftest import (
     consume,
     key_partition,
+    poll,
     produce,
     read_to_end,
     request_count,
@@ -439,3 +444,60 @@ async def undelivered(settings, triggers, receiver) -> str:
 
 def first_of(receiver, webhook_id):
     return next(h for h in receiver.received if h.headers["webhook-id"] == webhook_id)
+
+
+def org_triggers(org: str, count: int) -> list[tuple[bytes, bytes]]:
+    """``count`` distinct key triggers of ``org``, straight into quota.triggers."""
+    crossing = Crossing(threshold=80, usage=80, period_start=0.0, period_end=3600.0, ts=1.0)
+    events = []
+    for i in range(count):
+        key = f"{org}-key-{i}"
+        event = trigger_event("key", org_id=org, key=key, quota_max=100, crossing=crossing)
+        events.append((key.encode(), orjson.dumps(event)))
+    return events
+
+
+@pytest.mark.timeout(240)
+async def test_a_retry_tier_full_of_jobs_not_due_yet_does_not_stop_fresh_deliveries(
+    make_config, cli, topics_of, start_worker, receiver
+):
+    # More waiting jobs than faust buffers per agent (4096): a tier that stopped reading while
+    # it waited for its head used to stop every topic of the worker until that head was due.
+    waiting = 6000
+    failing = WebhookReceiver(status=500)
+    await failing.start()
+    try:
+        config = make_config(
+            monitor={"configuration": {}}, delivery={"retry_schedule": [600], "timeout": 5}
+        )
+        settings = await topics_of(config)
+        orgs = {
+            "down": {"event_options": {"trigger_event": {"webhook": f"{failing.url}/down"}}},
+            "up": {"event_options": {"trigger_event": {"webhook": f"{receiver.url}/up"}}},
+        }
+        status, _, err = await cli(config, "orgs", "put", "-", stdin=orjson.dumps(orgs))
+        assert status == 0, err
+        await start_worker(config)
+        await wait_for_table(settings, "orgs", lambda s: s.keys() >= set(orgs))
+        bootstrap = settings.kafka.bootstrap_servers
+        await produce(bootstrap, settings.topics.triggers, org_triggers("down", waiting))
+        tier = f"{settings.app_id}-retry-0"
+        await poll(lambda: tier_holds(bootstrap, tier, waiting), timeout=120)
+
+        await produce(bootstrap, settings.topics.triggers, org_triggers("up", 50))
+        hooks = await receiver.wait_for(50, timeout=60)
+    finally:
+        await failing.stop()
+    assert {orjson.loads(hook.body)["org"] for hook in hooks} == {"up"}
+
+
+async def tier_holds(bootstrap: str, topic: str, count: int) -> bool:
+    """Whether ``topic`` holds at least ``count`` records."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+    finally:
+        await consumer.stop()
+    return sum(ends.values()) >= count

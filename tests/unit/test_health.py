@@ -264,3 +264,27 @@ def test_any_sequence_keeps_the_breaker_consistent(steps: list[tuple[float, str]
             assert POLICY.open_for <= health.open_for <= POLICY.max_open_for
             retry_at = health.retry_at(now)
             assert retry_at is None or now < retry_at <= now + POLICY.max_open_for
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(min_value=0, max_value=200), st.booleans()), min_size=1, max_size=300
+    )
+)
+def test_a_closed_breaker_judges_exactly_the_outcomes_in_its_window(
+    steps: list[tuple[float, bool]],
+) -> None:
+    """Against the plain definition: the last ``max_outcomes`` outcomes of the last ``window``
+    seconds, and the breaker opens when enough of them are failures."""
+    health, now, history = EndpointHealth(policy=POLICY), T0, []
+    for gap, ok in steps:
+        now += gap
+        health = health.record(ok, now)
+        history.append((now, ok))
+        window = [o for o in history if o[0] > now - POLICY.window][-POLICY.max_outcomes :]
+        failures = sum(1 for _, succeeded in window if not succeeded)
+        if len(window) >= POLICY.min_requests and failures / len(window) >= POLICY.failure_ratio:
+            assert health.state == "open"
+            return
+        assert health.outcomes == tuple(window)
+        assert health.failures == failures
