@@ -145,6 +145,10 @@ class EmailBackend(_TykSection):
     key_request_digest: float = Field(default=0, ge=0)
 
 
+#: Events in flight per delivery slot: see DeliverySettings.events_in_flight.
+EVENTS_PER_DELIVERY = 32
+
+
 class DeliverySettings(_Section):
     #: Networks that targets may resolve into despite being non-global (loopback in the demo).
     allow_networks: tuple[str, ...] = ()
@@ -163,6 +167,13 @@ class DeliverySettings(_Section):
     #: In-flight deliveries per worker, and per endpoint within that.
     concurrency: int = Field(default=64, ge=1)
     per_endpoint_concurrency: int = Field(default=8, ge=1)
+
+    @property
+    def events_in_flight(self) -> int:
+        """Events a delivery agent handles at once. Far more than requests in flight: events
+        waiting for a slow endpoint's own slots (a timeout each, until its breaker opens) must
+        not take every place, or deliveries to healthy endpoints stop behind them."""
+        return self.concurrency * EVENTS_PER_DELIVERY
 
     @field_validator("allow_networks")
     @classmethod

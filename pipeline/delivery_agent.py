@@ -29,7 +29,7 @@ from pipeline.delivery import DeadLetter, Delivered, Deliverer, Outcome, RetryLa
 from pipeline.email.factory import build_email_sink
 from pipeline.errors import InvalidRecord
 from pipeline.health import BreakerPolicy
-from pipeline.metrics import DELIVERIES
+from pipeline.metrics import delivery_outcome
 from pipeline.models import decode_json_object
 from pipeline.notifications import Notifier, Planned, Unsendable
 from pipeline.portal_agent import attach_portal_agent
@@ -59,6 +59,9 @@ class DeliveryRouter:
     async def dispatch(self, deliverer: Deliverer, planned: list[Planned]) -> None:
         """Attempt every delivery of one event and route each outcome; returns once each is
         durable (delivered, scheduled or dead-lettered)."""
+        if len(planned) == 1:  # the usual case, without a task per target
+            await self._dispatch_one(deliverer, planned[0])
+            return
         # Targets of one event side by side: a dead endpoint must not delay a healthy one.
         await asyncio.gather(*(self._dispatch_one(deliverer, job) for job in planned))
 
@@ -71,7 +74,7 @@ class DeliveryRouter:
 
     async def route(self, outcome: Outcome) -> None:
         job = outcome.job
-        DELIVERIES.labels(channel=job.channel, outcome=type(outcome).__name__).inc()
+        delivery_outcome(job.channel, type(outcome).__name__).inc()
         if isinstance(outcome, Delivered):
             # Debug, not info: at thousands per second a line each costs more than the send.
             # /metrics counts them.
@@ -191,7 +194,8 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
                 org_options=org_options,
             )
 
-        await run_bounded(manual.events(), settings.concurrency, handle, OrderedAcks(manual.ack))
+        acks = OrderedAcks(manual.ack)
+        await run_bounded(manual.events(), settings.events_in_flight, handle, acks)
 
     for index, tier in enumerate(tiers):
         attach_retry_tier(pipeline, tier, index, deliverer=deliverer, router=router)
@@ -249,4 +253,4 @@ def attach_retry_tier(
                 return
             await router.route(await deliverer.attempt(job))
 
-        await run_bounded(due_events(), settings.concurrency, handle, OrderedAcks(manual.ack))
+        await run_bounded(due_events(), settings.events_in_flight, handle, OrderedAcks(manual.ack))

@@ -77,8 +77,8 @@ def attach_portal_agent(
                 PORTAL_EVENTS.labels(outcome="delivered" if told else "no_targets").inc()
                 await router.dispatch(deliverer, planned)
 
-        concurrency = pipeline.settings.delivery.concurrency
-        await run_bounded(manual.events(), concurrency, handle, OrderedAcks(manual.ack))
+        in_flight = pipeline.settings.delivery.events_in_flight
+        await run_bounded(manual.events(), in_flight, handle, OrderedAcks(manual.ack))
 
     if digesting:
         attach_digest_agent(
