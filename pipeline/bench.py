@@ -139,7 +139,7 @@ async def run_bench(
 
         worker = WorkerProcess(config, workdir, name="bench-worker-timed")
         worker.start()
-        await worker.wait_healthy(timeout=300)
+        await worker.wait_ready(timeout=300)
         started = time.perf_counter()
         await wait_committed(settings, settings.topics.requests, records, timeout=1800)
         usage_rate = records / (time.perf_counter() - started)

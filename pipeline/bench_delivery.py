@@ -130,11 +130,12 @@ async def timed_deliveries(
     receivers: list[WebhookReceiver],
     expected: list[int],
 ) -> float:
-    """Start a worker and return the receivers' webhooks/s from the worker being ready."""
+    """Start a worker and return the receivers' webhooks/s from the worker being ready (its
+    partitions assigned: /readyz), not from its process answering HTTP."""
     worker = WorkerProcess(config, workdir, name=name)
     worker.start()
     try:
-        await worker.wait_healthy(timeout=300)
+        await worker.wait_ready(timeout=300)
         started = time.perf_counter()
         arrivals = zip(receivers, expected, strict=True)
         await asyncio.gather(*(receiver.wait_for(n, timeout=600) for receiver, n in arrivals))
@@ -188,7 +189,7 @@ async def run_email_bench(base: dict[str, Any], workdir: Path, count: int) -> fl
             worker = WorkerProcess(config, workdir, name="emails-timed")
             worker.start()
             try:
-                await worker.wait_healthy(timeout=300)
+                await worker.wait_ready(timeout=300)
                 started = time.perf_counter()
                 await smtp.wait_for(count, timeout=600)
                 rate = count / (time.perf_counter() - started)

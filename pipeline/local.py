@@ -100,8 +100,13 @@ class WorkerProcess:
             start_new_session=True,  # Ctrl-C in a terminal reaches the demo, which stops us
         )
 
-    async def wait_healthy(self, timeout: float = 90) -> None:
-        """Poll /healthz until it answers 200; raise if the process dies or time runs out."""
+    async def wait_ready(self, timeout: float = 90) -> None:
+        """Poll /readyz until it answers 200: the worker has its partitions and its tables."""
+        await self.wait_healthy(timeout, page="readyz")
+
+    async def wait_healthy(self, timeout: float = 90, *, page: str = "healthz") -> None:
+        """Poll /healthz (or ``page``) until it answers 200; raise if the process dies or time
+        runs out."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
@@ -109,13 +114,13 @@ class WorkerProcess:
                 if self._process is None or self._process.poll() is not None:
                     raise RuntimeError(f"{self.name} exited early; see {self.log_path}")
                 try:
-                    async with session.get(f"{self.web_url}/healthz") as response:
+                    async with session.get(f"{self.web_url}/{page}") as response:
                         if response.status == 200:
                             return
                 except (aiohttp.ClientError, TimeoutError):
                     pass
                 await asyncio.sleep(0.2)  # poll interval
-        raise TimeoutError(f"{self.name} not healthy after {timeout}s; see {self.log_path}")
+        raise TimeoutError(f"{self.name}: no 200 from /{page} in {timeout}s; see {self.log_path}")
 
     def stop(self, timeout: float = 30) -> int | None:
         """SIGTERM and wait (faust commits and closes cleanly); SIGKILL if it hangs."""

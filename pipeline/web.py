@@ -13,7 +13,7 @@ from pipeline.metrics import exposition
 
 
 def attach_web(pipeline: Pipeline) -> None:
-    """Register the worker's pages: these two, open to all, and the HTTP API (token-only)."""
+    """Register the worker's pages: these three, open to all, and the HTTP API (token-only)."""
     app = pipeline.app
     attach_api(pipeline)
 
@@ -25,7 +25,21 @@ def attach_web(pipeline: Pipeline) -> None:
             {"status": "ok", "app_id": pipeline.settings.app_id, "version": __version__}
         )
 
+    # Readiness: this worker has been through a rebalance (its partitions assigned and their
+    # tables recovered), is not in another one, and knows every org published before it
+    # started. 503 until then: a readiness probe, and a benchmark's starting line.
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        ready = worker_ready(pipeline)
+        return web.json({"ready": ready}, status=200 if ready else 503)
+
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
         # aiohttp refuses a charset in content_type, so the full type goes in as a header.
         return web.bytes(exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def worker_ready(pipeline: Pipeline) -> bool:
+    app = pipeline.app
+    assigned_once = app.rebalancing_count > 0
+    return assigned_once and not app.rebalancing and pipeline.org_directory.ready.is_set()

@@ -24,7 +24,7 @@ from pipeline.errors import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_POOL_SIZE = 4
+DEFAULT_POOL_SIZE = 12
 #: Servers drop idle clients (often after a minute); an older idle connection is closed rather
 #: than reused, so a message is not failed by a disconnect nobody noticed yet.
 MAX_IDLE_SECONDS = 30.0

@@ -169,7 +169,10 @@ async def test_a_session_put_over_http_is_monitored_and_its_quota_shows_usage(
     url = (await start_worker(config)).web_url
     key = "http-key-1"
 
-    # 503 until the worker has its partitions (its /healthz answers before that).
+    # 503 until the worker has its partitions (its /healthz answers before that); /readyz
+    # says when that is.
+    ready = await until(lambda: http("GET", f"{url}/readyz", auth=False), lambda a: a.status == 200)
+    assert ready.json == {"ready": True}
     unknown = await until(lambda: http("GET", f"{url}/quota/{key}"), lambda a: a.status != 503)
     assert (unknown.status, unknown.json) == (404, {"error": "no session for key"})
     bad = await http("PUT", f"{url}/sessions/{key}", data=b'{"monitor": {"trigger_limits": [0]}}')
