@@ -1,4 +1,4 @@
-"""`quota-pipeline demo`: the whole pipeline on embedded defaults, deliveries shown live.
+"""`quota-pipeline demo`: the whole pipeline on embedded defaults, webhooks and emails shown live.
 
 It uses the broker at QP_KAFKA_BOOTSTRAP (default 127.0.0.1:9092), starting the local one from
 deploy/kafka-local when nothing answers there. Every run gets its own app id and topics, and
@@ -20,6 +20,7 @@ import orjson
 from rich.console import Console
 
 from pipeline.config import Settings
+from pipeline.email.local_smtp import LocalSmtpServer, ReceivedEmail
 from pipeline.errors import BrokerUnavailable
 from pipeline.kafka import admin_client, contract_topics, create_topics, probe_broker, producer
 from pipeline.loader import mask, publish
@@ -52,13 +53,21 @@ SAMPLE_KEYS: list[tuple[str, str, float, dict[str, Any]]] = [
     ),
 ]
 SAMPLE_ORGS: dict[str, dict[str, Any]] = {
-    "acme": {"quota_max": 5000, "quota_renewal_rate": 60},
+    "acme": {
+        "quota_max": 5000,
+        "quota_renewal_rate": 60,
+        "event_options": {"trigger_event": {"email": "ops@acme.example"}},
+    },
     "globex": {"quota_max": 3000, "quota_renewal_rate": 60},
 }
 
 
-def demo_config(run_id: str, bootstrap: str, receiver_url: str, data_dir: Path) -> dict[str, Any]:
-    """The embedded defaults: global limits 50/80/100, the local receiver as monitor webhook."""
+def demo_config(
+    run_id: str, bootstrap: str, receiver_url: str, smtp_address: str, data_dir: Path
+) -> dict[str, Any]:
+    """The embedded defaults: global limits 50/80/100, the local receiver as monitor webhook,
+    and email through the local SMTP server (to alice, the one developer with an address, and
+    to acme's operations desk)."""
     config = isolated_config(f"demo-{run_id}", bootstrap=bootstrap, partitions=2, data_dir=data_dir)
     config["monitor"]["configuration"] = {
         "method": "POST",
@@ -66,6 +75,13 @@ def demo_config(run_id: str, bootstrap: str, receiver_url: str, data_dir: Path) 
         "header_map": {"X-Demo": run_id},
     }
     config["delivery"] = {"allow_networks": ["127.0.0.0/8", "::1/128"], "timeout": 5}
+    config["email_backend"] = {
+        "enable_email_notifications": True,
+        "code": "smtp",
+        "settings": {"SMTPAddress": smtp_address},
+        "default_from_email": "quota-alerts@demo.example",
+        "default_from_name": "quota-pipeline demo",
+    }
     return config
 
 
@@ -82,6 +98,19 @@ def show_delivery(console: Console, started: float) -> Any:
             f"reached (usage {body.get('usage_percentage')}%)  "
             f"[dim]id={received.headers.get('webhook-id')}[/]"
         )
+
+    return show
+
+
+def show_email(console: Console, started: float) -> Any:
+    def show(received: ReceivedEmail) -> None:
+        message = received.message
+        console.print(
+            f"[dim]{time.monotonic() - started:6.1f}s[/] [bold blue]email[/]   "
+            f"to={', '.join(received.rcpt_tos)}  {message['Subject']}  "
+            f"[dim]id={message['X-Quota-Pipeline-Event-Id']}[/]"
+        )
+        # None accepts the message: the demo's server takes everything.
 
     return show
 
@@ -127,7 +156,9 @@ async def demo(duration: float | None, rate: float, console: Console) -> int:
     started = time.monotonic()
     receiver = WebhookReceiver(on_request=show_delivery(console, started))
     await receiver.start()
-    config = demo_config(run_id, bootstrap, receiver.url, workdir / "data")
+    smtp = LocalSmtpServer(responder=show_email(console, started), keep=False)
+    await smtp.start()
+    config = demo_config(run_id, bootstrap, receiver.url, smtp.address, workdir / "data")
     settings = Settings.model_validate(config)
     worker = WorkerProcess(config, workdir)
     stop = asyncio.Event()
@@ -163,10 +194,14 @@ async def demo(duration: float | None, rate: float, console: Console) -> int:
         stop.set()
         await asyncio.to_thread(worker.stop)
         await receiver.stop()
+        await smtp.stop()
         await remove_topics(settings)
         if started_broker:
             await asyncio.to_thread(kafka_local, "stop")
-    console.print(f"[bold]done[/]: {sent} requests simulated, {len(receiver.received)} webhooks")
+    console.print(
+        f"[bold]done[/]: {sent} requests simulated, {len(receiver.received)} webhooks, "
+        f"{smtp.accepted} emails"
+    )
     return 0
 
 
