@@ -1,0 +1,197 @@
+"""`quota-pipeline bench`, usage part: the load, the raw consume ceiling, and the usage stage run
+by W worker processes of one consumer group until their committed offsets reach the end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from pipeline.bench_plan import PlannedRecord
+from pipeline.config import Settings
+from pipeline.kafka import wait_committed
+from pipeline.loader import publish
+from pipeline.local import WorkerProcess, free_port
+
+#: Event time of the first record of a usage run; the load runs at 1,000 records per second of
+#: event time, well inside one quota period of the sessions.
+T0 = 1_700_000_000.0
+#: Each key's session in the usage runs: a quota that the hottest keys of a zipf load cross.
+USAGE_SESSION = {"quota_max": 1000, "quota_renewal_rate": 3600}
+
+
+@dataclass(frozen=True)
+class Produced:
+    """What produce_load sent."""
+
+    records: int
+    #: The sum of the records' ``count`` fields.
+    requests: int
+    per_s: float
+
+
+@dataclass(frozen=True)
+class UsageRun:
+    """The usage stage timed on one load: from every worker ready to every offset committed."""
+
+    records: int
+    requests: int
+    seconds: float
+
+    @property
+    def records_per_s(self) -> float:
+        return self.records / self.seconds
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.seconds
+
+
+def key_name(index: int) -> str:
+    return f"bench-key-{index}"
+
+
+def org_name(index: int) -> str:
+    return f"bench-org-{index}"
+
+
+async def produce_load(settings: Settings, plan: Iterable[PlannedRecord]) -> Produced:
+    """Produce the request counts as fast as the client allows."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=20, max_batch_size=262_144
+    )
+    await producer.start()
+    started = time.perf_counter()
+    records = requests = 0
+    try:
+        pending = []
+        for i, record in enumerate(plan):
+            key = key_name(record.key)
+            value = orjson.dumps(
+                {
+                    "ts": T0 + i / 1000,
+                    "org_id": org_name(record.org),
+                    "key": key,
+                    "count": record.requests,
+                }
+            )
+            pending.append(await producer.send(settings.topics.requests, value, key=key.encode()))
+            records += 1
+            requests += record.requests
+            if len(pending) >= 10_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return Produced(records, requests, records / (time.perf_counter() - started))
+
+
+async def ceiling(settings: Settings, records: int) -> float:
+    """A bare consumer reading and decoding every record: the rate the pipeline is held to."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        # Assigned, not subscribed: no group join inside the timed part.
+        partitions = await consumer._client.fetch_all_metadata()
+        tps = [
+            TopicPartition(settings.topics.requests, p)
+            for p in partitions.partitions_for_topic(settings.topics.requests) or ()
+        ]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen = 0
+        started = time.perf_counter()
+        while seen < records:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for messages in batch.values():
+                for message in messages:
+                    orjson.loads(message.value)
+                seen += len(messages)
+        return records / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def worker_configs(config: dict[str, Any], workers: int) -> list[dict[str, Any]]:
+    """One config per worker of the group: the first is ``config`` itself, each other has a
+    data dir and a web port of its own."""
+    return [config] + [
+        {
+            **config,
+            "data_dir": f"{config['data_dir']}-w{i}",
+            "web": {**config["web"], "port": free_port()},
+        }
+        for i in range(1, workers)
+    ]
+
+
+async def start_workers(
+    configs: Sequence[dict[str, Any]], workdir: Path, name: str, *, timeout: float = 300
+) -> list[WorkerProcess]:
+    """Start one worker per config; return once they form a settled group.
+
+    A worker is ready once it has been through a rebalance; the last one to be ready has
+    been through the one that includes every worker, and the others are ready again once
+    they have recovered their share of it: hence two rounds.
+    """
+    workers = [
+        WorkerProcess(config, workdir, name=f"{name}-{i}") for i, config in enumerate(configs)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        for _ in range(2):
+            await asyncio.gather(*(worker.wait_ready(timeout=timeout) for worker in workers))
+    except BaseException:
+        await stop_workers(workers)
+        raise
+    return workers
+
+
+async def stop_workers(workers: Sequence[WorkerProcess]) -> None:
+    """SIGTERM every worker and wait for them together."""
+    await asyncio.gather(*(asyncio.to_thread(worker.stop) for worker in workers))
+
+
+async def usage_run(
+    config: dict[str, Any],
+    workdir: Path,
+    plan: Iterable[PlannedRecord],
+    *,
+    keys: int,
+    workers: int,
+    name: str,
+) -> tuple[UsageRun, Produced]:
+    """The usage stage of W workers in one group on the run's topics (which must exist).
+
+    Every key gets a session, and the group loads them before anything is timed (as in
+    production, workers know their keys before the traffic). The clock runs from the first
+    record produced, as fast as the client allows, until the group's committed offsets on the
+    requests topic reach every record: the load arrives faster than the stage takes it, and no
+    start-up or rebalance is timed.
+    """
+    settings = Settings.model_validate(config)
+    session = orjson.dumps(USAGE_SESSION)
+    await publish(settings, settings.topics.sessions, [(key_name(i), session) for i in range(keys)])
+    running = await start_workers(worker_configs(config, workers), workdir, name)
+    try:
+        await wait_committed(settings, settings.topics.sessions, keys, timeout=600)
+        started = time.perf_counter()
+        produced = await produce_load(settings, plan)
+        await wait_committed(settings, settings.topics.requests, produced.records, timeout=1800)
+        seconds = time.perf_counter() - started
+    finally:
+        await stop_workers(running)
+    return UsageRun(produced.records, produced.requests, seconds), produced
