@@ -1,0 +1,170 @@
+"""`quota-pipeline bench`, latency part: from producing a threshold-crossing record to its
+webhook arriving at a local receiver, at a steady load of half the usage stage's measured rate.
+
+One org (unlimited, so it never fires itself) has its ``trigger_event.webhook`` at a receiver in
+this process. Background keys have a quota they never reach; one record in ``CROSSING_EVERY``
+goes to a fresh crossing key whose quota is 1 with the single threshold 100, so that record
+fires exactly one trigger. Its key pairs the webhook (the body's ``key``) with the moment the
+record was handed to the producer; both are read on this event loop's monotonic clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from pipeline.bench_delivery import derived_config
+from pipeline.bench_plan import CROSSING_EVERY, crossing_keys, latency_record, percentile
+from pipeline.bench_usage import start_workers, stop_workers, worker_configs
+from pipeline.config import Settings
+from pipeline.demo import remove_topics
+from pipeline.kafka import contract_topics, create_topics, wait_committed
+from pipeline.loader import publish
+from pipeline.receiver import ReceivedWebhook, WebhookReceiver
+
+log = logging.getLogger(__name__)
+
+ORG = "bench-latency-org"
+#: A quota the background keys never approach.
+BACKGROUND_SESSION = {"org_id": ORG, "quota_max": 10**12, "quota_renewal_rate": 3600}
+#: A crossing key's first record reaches 100% of it.
+CROSSING_SESSION = {
+    "org_id": ORG,
+    "quota_max": 1,
+    "quota_renewal_rate": 3600,
+    "monitor": {"trigger_limits": [100]},
+}
+#: Records are produced in bursts this far apart, each burst holding the records now due.
+TICK = 0.01
+#: How long webhooks may still arrive after the last record was produced.
+DRAIN_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class LatencyBench:
+    """Produce-to-webhook latency at a steady load."""
+
+    #: Records/s produced: half the usage stage's measured rate.
+    rate_per_s: float
+    seconds: float
+    records: int
+    #: Threshold-crossing records among them: the webhooks expected.
+    crossings: int
+    #: Webhooks that arrived and were paired with their record.
+    matched: int
+    p50_s: float
+    p99_s: float
+    max_s: float
+    #: Every matched latency, seconds: for the plot; not written to the JSON.
+    samples: tuple[float, ...] = field(default=(), repr=False, compare=False)
+
+
+def background_key(index: int) -> str:
+    return f"bench-latency-key-{index}"
+
+
+def crossing_key(index: int) -> str:
+    return f"bench-latency-cross-{index}"
+
+
+async def run_latency_bench(
+    base: dict[str, Any],
+    workdir: Path,
+    *,
+    rate: float,
+    seconds: float,
+    background_keys: int,
+    workers: int,
+) -> LatencyBench:
+    """The whole latency run, with its own app id and topics derived from ``base``."""
+    records = max(round(rate * seconds), 10 * CROSSING_EVERY)  # ten crossings at least
+    crossings = crossing_keys(records)
+    config = derived_config(base, "latency")
+    settings = Settings.model_validate(config)
+    await create_topics(settings, contract_topics(settings), settings.kafka.partitions)
+    try:
+        async with WebhookReceiver() as receiver:
+            org = {"quota_max": -1, "event_options": {"trigger_event": {"webhook": receiver.url}}}
+            await publish(settings, settings.topics.orgs, [(ORG, orjson.dumps(org))])
+            background = orjson.dumps(BACKGROUND_SESSION)
+            crossing = orjson.dumps(CROSSING_SESSION)
+            sessions = [(background_key(i), background) for i in range(background_keys)]
+            sessions += [(crossing_key(i), crossing) for i in range(crossings)]
+            await publish(settings, settings.topics.sessions, sessions)
+            running = await start_workers(worker_configs(config, workers), workdir, "latency")
+            try:
+                await wait_committed(settings, settings.topics.sessions, len(sessions), 600)
+                sent_at = await produce_steadily(settings, records, rate, background_keys)
+                with contextlib.suppress(TimeoutError):
+                    await receiver.wait_for(crossings, timeout=DRAIN_TIMEOUT)
+            finally:
+                await stop_workers(running)
+            latencies = pair(sent_at, receiver.received)
+    finally:
+        await remove_topics(settings)
+    if len(latencies) < crossings:
+        log.warning("latency: %d of %d webhooks arrived", len(latencies), crossings)
+    if not latencies:
+        raise RuntimeError(f"latency: none of {crossings} webhooks arrived; see {workdir}")
+    return LatencyBench(
+        rate_per_s=rate,
+        seconds=records / rate,
+        records=records,
+        crossings=crossings,
+        matched=len(latencies),
+        p50_s=percentile(latencies, 50),
+        p99_s=percentile(latencies, 99),
+        max_s=max(latencies),
+        samples=tuple(latencies),
+    )
+
+
+async def produce_steadily(
+    settings: Settings, records: int, rate: float, background_keys: int
+) -> dict[str, float]:
+    """Produce ``records`` records at ``rate`` per second; returns when each crossing record
+    was handed to the producer, by key (event loop time)."""
+    loop = asyncio.get_running_loop()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await producer.start()
+    sent_at: dict[str, float] = {}
+    try:
+        started = loop.time()
+        index = 0
+        pending = []
+        while index < records:
+            due = min(records, int((loop.time() - started) * rate) + 1)
+            for i in range(index, due):
+                is_crossing, number = latency_record(i, background_keys)
+                key = crossing_key(number) if is_crossing else background_key(number)
+                # ts is the wall clock: the record is as fresh as a gateway's.
+                value = orjson.dumps({"ts": time.time(), "org_id": ORG, "key": key, "count": 1})
+                if is_crossing:
+                    sent_at[key] = loop.time()
+                sent = await producer.send(settings.topics.requests, value, key=key.encode())
+                pending.append(sent)
+            index = due
+            await asyncio.sleep(TICK)  # pacing: the next burst of due records
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return sent_at
+
+
+def pair(sent_at: dict[str, float], received: list[ReceivedWebhook]) -> list[float]:
+    """Seconds from each crossing record's produce to its webhook's arrival (the first one, if
+    a webhook came twice); webhooks of other keys are ignored."""
+    latencies: dict[str, float] = {}
+    for webhook in received:
+        key = orjson.loads(webhook.body).get("key")
+        if key in sent_at and key not in latencies:
+            latencies[key] = webhook.received_at - sent_at[key]
+    return list(latencies.values())
