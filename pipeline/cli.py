@@ -101,7 +101,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--deliveries", type=int, default=20_000, help="webhooks to deliver; 0 skips (20000)"
     )
     bench.add_argument("--emails", type=int, default=5_000, help="emails to send; 0 skips (5000)")
+    bench.add_argument(
+        "--workers", type=int, default=1, help="worker processes of the usage stage (1)"
+    )
+    bench.add_argument(
+        "--skew", metavar="zipf:S", help="keys follow a zipf distribution of exponent S"
+    )
+    bench.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=10.0,
+        help="seconds of steady load at half the usage rate for latency; 0 skips (10)",
+    )
+    bench.add_argument(
+        "--active-keys",
+        type=int,
+        default=None,
+        help="keys held by one worker for peak RSS and recovery; 0 skips (--keys)",
+    )
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.add_argument(
+        "--plot", metavar="FILE.png", help="also draw throughput and latency (matplotlib)"
+    )
     return parser
 
 
@@ -173,19 +194,37 @@ def run_replay_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_bench_command(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.bench import bench
+    import importlib.util
 
-    if min(args.records, args.keys, args.orgs, args.partitions) < 1:
-        raise UsageError("--records, --keys, --orgs and --partitions must be at least 1")
-    return bench(
-        args.records,
-        args.keys,
-        args.orgs,
-        args.partitions,
+    from pipeline.bench import BenchOptions, bench
+    from pipeline.bench_plan import parse_skew
+
+    if min(args.records, args.keys, args.orgs, args.partitions, args.workers) < 1:
+        raise UsageError("--records, --keys, --orgs, --partitions and --workers must be at least 1")
+    if args.workers > args.partitions:
+        raise UsageError("--workers must not exceed --partitions: a worker needs a partition")
+    if args.latency_seconds < 0 or (args.active_keys or 0) < 0:
+        raise UsageError("--latency-seconds and --active-keys must not be negative")
+    try:
+        exponent = None if args.skew is None else parse_skew(args.skew)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot needs matplotlib: pip install 'quota-pipeline[bench]'")
+    options = BenchOptions(
+        records=args.records,
+        keys=args.keys,
+        orgs=args.orgs,
+        partitions=args.partitions,
+        workers=args.workers,
+        skew=args.skew,
+        exponent=exponent,
+        latency_seconds=args.latency_seconds,
+        active_keys=args.keys if args.active_keys is None else args.active_keys,
         deliveries=args.deliveries,
         emails=args.emails,
-        json_path=args.json,
     )
+    return bench(options, json_path=args.json, plot_path=args.plot)
 
 
 def run_topics_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -12,37 +12,44 @@ import sys
 import orjson
 import pytest
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
 
 @pytest.mark.timeout(300)
-async def test_bench_runs_at_a_tiny_size_and_writes_its_json(kafka_bootstrap, tmp_path):
-    out = tmp_path / "bench.json"
+async def test_bench_runs_at_a_tiny_size_and_writes_its_json_and_plot(kafka_bootstrap, tmp_path):
+    out, plot = tmp_path / "bench.json", tmp_path / "out.png"
     env = {k: v for k, v in os.environ.items() if not k.startswith("QP_")}
     env["QP_KAFKA_BOOTSTRAP"] = kafka_bootstrap
+    # Two workers, zipf keys, the skewed run, latency and memory: every part runs, briefly.
+    arguments = {
+        "--records": "300",
+        "--keys": "30",
+        "--orgs": "3",
+        "--partitions": "2",
+        "--workers": "2",
+        "--skew": "zipf:1.2",
+        "--latency-seconds": "2",
+        "--active-keys": "200",
+        "--deliveries": "50",
+        "--emails": "20",
+        "--json": str(out),
+        "--plot": str(plot),
+    }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "pipeline",
         "bench",
-        "--records",
-        "300",
-        "--keys",
-        "30",
-        "--orgs",
-        "3",
-        "--partitions",
-        "2",
-        "--deliveries",
-        "50",
-        "--json",
-        str(out),
+        *(item for pair in arguments.items() for item in pair),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
         cwd=tmp_path,
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 240)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 280)
     assert process.returncode == 0, stderr.decode()[-2000:]
-    assert "usage / ceiling" in stdout.decode()
+    for row in ("usage / ceiling", "skewed / uniform", "latency p99", "peak RSS", "recovery"):
+        assert row in stdout.decode()
     result = orjson.loads(out.read_bytes())
     assert (result["records"], result["keys"], result["orgs"], result["partitions"]) == (
         300,
@@ -50,9 +57,74 @@ async def test_bench_runs_at_a_tiny_size_and_writes_its_json(kafka_bootstrap, tm
         3,
         2,
     )
-    for figure in ("produce_per_s", "ceiling_per_s", "usage_per_s", "ratio"):
-        assert result[figure] > 0
+    assert (result["workers"], result["skew"]) == (2, "zipf:1.2")
+    for figure in (
+        "produce_per_s",
+        "ceiling_per_s",
+        "usage_per_s",
+        "usage_requests_per_s",
+        "ratio",
+        "skewed_usage_per_s",
+        "skewed_requests_per_s",
+        "skewed_heavy_share",
+        "skewed_over_uniform",
+        "emails_per_s",
+    ):
+        assert result[figure] > 0, figure
+    # Every record counts 1 to 10 requests.
+    assert result["usage_per_s"] <= result["usage_requests_per_s"] <= 10 * result["usage_per_s"]
+    latency = result["latency"]
+    for figure in ("rate_per_s", "seconds", "records", "crossings", "matched", "p50_s", "p99_s"):
+        assert latency[figure] > 0, figure
+    assert latency["p50_s"] <= latency["p99_s"] <= latency["max_s"]
+    assert latency["matched"] <= latency["crossings"] < latency["records"]
+    memory = result["memory"]
+    assert memory["active_keys"] == 200
+    for figure in ("peak_rss_mb", "rss_mb", "recovery_s", "recovered_peak_rss_mb"):
+        assert memory[figure] > 0, figure
     deliveries = result["deliveries"]
     assert (deliveries["deliveries"], deliveries["endpoints"]) == (50, 5)
     for figure in ("healthy_per_s", "beside_hanging_per_s", "kept"):
         assert deliveries[figure] > 0
+    targets = result["targets"]
+    assert set(targets) == {
+        "usage_over_ceiling",
+        "latency_p99_s",
+        "peak_rss_mb",
+        "recovery_s",
+        "skewed_over_uniform",
+        "webhooks_per_s",
+        "kept_beside_hanging",
+        "emails_per_s",
+    }
+    for name, target in targets.items():
+        assert target["figure"] > 0, name
+        assert target["verdict"] in ("met", "not met", "n/a"), name
+    # 200 keys prove nothing about a million: memory and recovery are never "met" here.
+    assert targets["peak_rss_mb"]["verdict"] != "met"
+    assert plot.read_bytes().startswith(PNG_MAGIC)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--skew", "zipf:0"], "S > 0"),
+        (["--skew", "uniform"], "zipf:S"),
+        (["--workers", "3", "--partitions", "2"], "--workers must not exceed --partitions"),
+    ],
+)
+async def test_bench_refuses_bad_arguments_in_one_line(arguments, message):
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pipeline",
+        "bench",
+        *arguments,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2
+    lines = stderr.decode().splitlines()
+    assert len(lines) == 1
+    assert message in lines[0]
