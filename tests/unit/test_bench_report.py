@@ -1,0 +1,82 @@
+"""The bench's output (pipeline.bench_report) from made-up figures: table, JSON and plot."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import orjson
+from rich.console import Console
+
+from pipeline.bench import BenchOptions, BenchResult
+from pipeline.bench_delivery import DeliveryBench
+from pipeline.bench_latency import LatencyBench
+from pipeline.bench_memory import MemoryBench
+from pipeline.bench_report import figures, show, write_json, write_plot
+from pipeline.bench_usage import UsageRun
+
+
+def result(**changes) -> BenchResult:
+    base = BenchResult(
+        options=BenchOptions(records=1000, keys=100, orgs=10, partitions=4, workers=2),
+        produce_per_s=50_000.0,
+        ceiling_per_s=400_000.0,
+        usage=UsageRun(records=1000, requests=5500, seconds=0.5),
+        skewed=UsageRun(records=1000, requests=5400, seconds=0.6),
+        heavy_share=0.9,
+        latency=LatencyBench(1000.0, 10.0, 10_000, 1000, 998, 0.3, 0.9, 1.2, (0.3, 0.9, 1.2)),
+        memory=MemoryBench(1_000_000, 1200.0, 1100.0, 75.0, 900.0),
+        deliveries=DeliveryBench(20_000, 5, 2100.0, 1500.0),
+        emails_per_s=250.0,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def test_every_figure_and_verdict_is_in_the_json(tmp_path):
+    path = tmp_path / "bench.json"
+    write_json(result(), path)
+    data = orjson.loads(path.read_bytes())
+    assert data["usage_per_s"] == 2000
+    assert data["usage_requests_per_s"] == 11_000
+    assert data["skewed_over_uniform"] == data["skewed_usage_per_s"] / 2000
+    assert data["latency"]["p99_s"] == 0.9
+    assert "samples" not in data["latency"]
+    assert data["memory"]["recovery_s"] == 75
+    verdicts = {name: target["verdict"] for name, target in data["targets"].items()}
+    assert verdicts == {
+        "usage_over_ceiling": "not met",
+        "latency_p99_s": "met",
+        "peak_rss_mb": "met",
+        "recovery_s": "not met",
+        "skewed_over_uniform": "met",
+        "webhooks_per_s": "met",
+        "kept_beside_hanging": "not met",
+        "emails_per_s": "not met",
+    }
+
+
+def test_skipped_parts_are_null_and_not_judged():
+    data = figures(result(latency=None, memory=None, deliveries=None, emails_per_s=None))
+    assert (data["latency"], data["memory"], data["deliveries"], data["emails_per_s"]) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert data["targets"]["latency_p99_s"]["verdict"] == "n/a"
+
+
+def test_the_table_shows_each_target_and_verdict():
+    out = io.StringIO()
+    show(result(), Console(file=out, width=200))
+    text = out.getvalue()
+    for line in ("usage / ceiling", "skewed / uniform", "latency p99", "peak RSS", "recovery"):
+        assert line in text
+    assert "<= 1,500 MB at 1,000,000 keys" in text
+    assert "not met" in text
+
+
+def test_the_plot_is_a_png_with_or_without_latency(tmp_path):
+    for name, run in (("with.png", result()), ("without.png", result(latency=None))):
+        write_plot(run, tmp_path / name)
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
