@@ -52,8 +52,10 @@ DRAIN_TIMEOUT = 60.0
 class LatencyBench:
     """Produce-to-webhook latency at a steady load."""
 
-    #: Records/s produced: half the usage stage's measured rate.
+    #: Records/s asked for: half the usage stage's measured rate.
     rate_per_s: float
+    #: Records/s the load generator achieved (below rate_per_s if it could not keep up).
+    produced_per_s: float
     seconds: float
     records: int
     #: Threshold-crossing records among them: the webhooks expected.
@@ -102,7 +104,7 @@ async def run_latency_bench(
             running = await start_workers(worker_configs(config, workers), workdir, "latency")
             try:
                 await wait_committed(settings, settings.topics.sessions, len(sessions), 600)
-                sent_at = await produce_steadily(settings, records, rate, background_keys)
+                sent_at, took = await produce_steadily(settings, records, rate, background_keys)
                 with contextlib.suppress(TimeoutError):
                     await receiver.wait_for(crossings, timeout=DRAIN_TIMEOUT)
             finally:
@@ -116,6 +118,7 @@ async def run_latency_bench(
         raise RuntimeError(f"latency: none of {crossings} webhooks arrived; see {workdir}")
     return LatencyBench(
         rate_per_s=rate,
+        produced_per_s=records / took,
         seconds=records / rate,
         records=records,
         crossings=crossings,
@@ -129,9 +132,9 @@ async def run_latency_bench(
 
 async def produce_steadily(
     settings: Settings, records: int, rate: float, background_keys: int
-) -> dict[str, float]:
+) -> tuple[dict[str, float], float]:
     """Produce ``records`` records at ``rate`` per second; returns when each crossing record
-    was handed to the producer, by key (event loop time)."""
+    was handed to the producer, by key (event loop time), and the seconds it all took."""
     loop = asyncio.get_running_loop()
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
     await producer.start()
@@ -154,9 +157,10 @@ async def produce_steadily(
             index = due
             await asyncio.sleep(TICK)  # pacing: the next burst of due records
         await asyncio.gather(*pending)
+        took = loop.time() - started
     finally:
         await producer.stop()
-    return sent_at
+    return sent_at, took
 
 
 def pair(sent_at: dict[str, float], received: list[ReceivedWebhook]) -> list[float]:

@@ -72,7 +72,8 @@ def rows(result: BenchResult) -> list[Row]:
     ]
     if (latency := result.latency) is not None:
         load = (
-            f"at {latency.rate_per_s:,.0f} records/s for {latency.seconds:.0f} s, "
+            f"at {latency.produced_per_s:,.0f} of {latency.rate_per_s:,.0f} records/s asked, "
+            f"{latency.seconds:.0f} s, "
             f"{latency.matched} of {latency.crossings} webhooks"
         )
         out += [

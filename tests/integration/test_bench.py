@@ -74,7 +74,16 @@ async def test_bench_runs_at_a_tiny_size_and_writes_its_json_and_plot(kafka_boot
     # Every record counts 1 to 10 requests.
     assert result["usage_per_s"] <= result["usage_requests_per_s"] <= 10 * result["usage_per_s"]
     latency = result["latency"]
-    for figure in ("rate_per_s", "seconds", "records", "crossings", "matched", "p50_s", "p99_s"):
+    for figure in (
+        "rate_per_s",
+        "produced_per_s",
+        "seconds",
+        "records",
+        "crossings",
+        "matched",
+        "p50_s",
+        "p99_s",
+    ):
         assert latency[figure] > 0, figure
     assert latency["p50_s"] <= latency["p99_s"] <= latency["max_s"]
     assert latency["matched"] <= latency["crossings"] < latency["records"]
