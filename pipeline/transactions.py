@@ -1,7 +1,7 @@
 """Exactly-once processing on top of faust's transactions.
 
 faust (``processing_guarantee="exactly_once"``) keeps one Kafka transaction per source
-partition and commits a partition's offsets in it. Two gaps remain, and this module closes them:
+partition and commits a partition's offsets in it. These gaps remain, and this module closes them:
 
 1. faust sends a table's changelog writes outside the transaction when the changelog topic is
    not in its consumer's metadata, which it usually is not: a crash then keeps table changes
@@ -10,10 +10,17 @@ partition and commits a partition's offsets in it. Two gaps remain, and this mod
 2. faust commits on a timer that runs beside the agents, so a commit could land in the middle of
    a batch: part of the batch's output committed, its offsets not, and after a crash the batch is
    processed again. :class:`BatchGate` makes batches and commits exclusive: a commit waits until
-   no batch is in flight (and holds new ones back), flushes the table writes buffered by faust,
-   then computes and commits offsets. A batch is acknowledged before it leaves the gate, so its
+   no batch is in flight (and holds new ones back) and for the table writes buffered by faust
+   (3), then computes and commits offsets. A batch is acknowledged before it leaves the gate, so its
    offsets always commit with its output.
-3. faust picks the transaction of each send from the send's *destination* partition, right only
+3. faust buffers table writes and its flush gives up after 0.1 s without progress, and never
+   waits for the message its sender task holds: a commit could then carry a batch's offsets
+   while the batch's table writes went into the next transaction (and were lost with a crash
+   before it committed). :func:`drainable` makes the producer track every buffered write, and
+   the gate waits for all of them before it commits, under either guarantee.
+4. Under exactly_once faust takes a changelog's end from the last fetch of it, and has none
+   for a partition not fetched since it was assigned: see ``GatedConsumer.highwaters``.
+5. faust picks the transaction of each send from the send's *destination* partition, right only
    for co-partitioned output. :func:`emit` sends into the transaction of the *source* partition
    of the batch, so org partials and org triggers (keyed by org id) commit atomically with the
    offsets they came from.
@@ -25,13 +32,20 @@ plain send. Local RocksDB state is not transactional at all: see worker.discard_
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from pipeline.fetching import LosslessFetchConsumer
+
+log = logging.getLogger(__name__)
+
+#: How long a commit waits for the table writes before it; then it is put off to the next one.
+DRAIN_TIMEOUT = 30.0
 
 
 class BatchGate:
@@ -73,6 +87,33 @@ class BatchGate:
                 self._open.set()
 
 
+def drainable(producer_class: type) -> type:
+    """``producer_class`` that can wait until every message of ``send_soon`` is acknowledged.
+
+    Table writes go through ``send_soon``. faust's own ``flush`` is not enough before a commit:
+    it returns after 0.1 s without progress and does not count the message in its sender's
+    hands, so a write could slip into the next transaction.
+    """
+
+    class DrainableProducer(producer_class):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.unacknowledged: set[asyncio.Future[Any]] = set()
+
+        def send_soon(self, fut: asyncio.Future[Any]) -> None:
+            self.unacknowledged.add(fut)
+            fut.add_done_callback(self.unacknowledged.discard)
+            super().send_soon(fut)
+
+        async def drain(self) -> None:
+            """Return once every message given to ``send_soon`` so far is acknowledged."""
+            while self.unacknowledged:
+                # Failures are the sender's to report; the wait is only for them to settle.
+                await asyncio.wait(list(self.unacknowledged))
+
+    return DrainableProducer
+
+
 def install_gate(app: faust.App, gate: BatchGate) -> None:
     """Make the App's consumer commit only through ``gate`` (call before the App starts)."""
 
@@ -86,20 +127,43 @@ def install_gate(app: faust.App, gate: BatchGate) -> None:
                 return partition
             return super().key_partition(topic, key, partition)
 
+        async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+            if not self.in_transaction:
+                return await super().highwaters(*partitions)
+            # Under exactly_once faust answers with the last stable offset aiokafka remembers
+            # from its last fetch of the partition: None, read as "empty", for one not fetched
+            # since it was assigned. Recovery then skipped that changelog, or crashed with
+            # ConsistencyError when a partition moved in from a stopped worker. A
+            # read_committed consumer's ListOffsets asks the broker for it instead.
+            thread = self._thread
+            consumer = thread._ensure_consumer()
+            ends: Mapping[TP, int] = await thread.call_thread(
+                consumer.end_offsets, list(partitions)
+            )
+            return ends
+
         async def commit(self, *args: Any, **kwargs: Any) -> bool:
             if self.should_stop and kwargs.get("start_new_transaction", True):
                 # Stopping: the final commit (which ends the transactions) is the one that
                 # counts; a timer's commit after it would find no transaction to commit.
                 return False
             async with gate.commit():
-                if self.app.in_transaction:
-                    # Table writes are buffered by faust; they belong to the transactions that
-                    # are about to commit, so publish them first.
-                    await self.app.producer.flush()
+                # Table writes are buffered by faust; they belong with the offsets about to be
+                # committed (in their transactions, under exactly_once), so they go first.
+                try:
+                    async with asyncio.timeout(DRAIN_TIMEOUT):
+                        await self.app.producer.drain()  # type: ignore[attr-defined]
+                except TimeoutError:
+                    # Committing now could put offsets ahead of state; the next commit retries.
+                    log.warning(
+                        "table writes unacknowledged after %ss: commit put off", DRAIN_TIMEOUT
+                    )
+                    return False
                 return await super().commit(*args, **kwargs)
 
-    # The transport builds its consumer from this attribute when the App starts.
+    # The transport builds its consumer and producer from these attributes when first used.
     app.transport.Consumer = GatedConsumer  # type: ignore[misc]
+    app.transport.Producer = drainable(app.transport.Producer)  # type: ignore[misc]
 
 
 async def emit(
