@@ -47,6 +47,8 @@ class Tables:
     orgs: TableT[str, Any]
     #: org id -> its UsageState, as JSON.
     org_usage: TableT[str, Any]
+    #: source partition -> offset of the last record applied (pipeline.watermarks).
+    applied: TableT[str, Any]
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
         key_usage=app.Table("key_usage", **table_options),
         orgs=app.Table("orgs", **table_options),
         org_usage=app.Table("org_usage", **table_options),
+        applied=app.Table("applied_offsets", **table_options),
     )
     gate = BatchGate()
     install_gate(app, gate)

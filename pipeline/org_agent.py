@@ -12,12 +12,13 @@ from pipeline.app import Pipeline
 from pipeline.config import MonitorConfig
 from pipeline.models import Org, decode_org
 from pipeline.monitoring import compact_org, org_limits
-from pipeline.partials import Bucket, decode_partial
+from pipeline.partials import Bucket, Partial, decode_partial
 from pipeline.quota import BatchPlan, UsageState, apply_records, write_states
 from pipeline.streams import decode_batch, decode_keyed, gated_batches
 from pipeline.tables import acting_for
 from pipeline.transactions import emit_all
 from pipeline.triggers import trigger_event
+from pipeline.watermarks import mark_key
 
 BATCH_MAX = 1000
 BATCH_WITHIN = 0.05
@@ -41,18 +42,24 @@ def attach_org_agents(pipeline: Pipeline) -> None:
     async def org_usage_agent(stream: Any) -> AsyncIterator[None]:
         async for events in gated_batches(pipeline, stream, BATCH_MAX, BATCH_WITHIN):
             by_partition = await decode_batch(pipeline, events, decode_partial)
-            for partials in by_partition.values():
-                source = partials[-1][0]
+            for partition, read in by_partition.items():
+                source = read[-1][0]
+                with acting_for(source):
+                    partials, marks = unapplied_partials(
+                        tables.applied, partition, [partial for _, partial in read]
+                    )
+                if not partials:
+                    continue  # read again after a restart or a repeated delivery: applied
                 # Events first, state after (see usage_agent); the lock keeps org changes out.
                 async with pipeline.org_writes:
                     with acting_for(source):
-                        plan = plan_org_batch(
-                            tables.orgs, tables.org_usage, [p for _, p in partials], monitor
-                        )
+                        plan = plan_org_batch(tables.orgs, tables.org_usage, partials, monitor)
                     triggers = [(org.encode(), payload) for org, payload in plan.triggers]
                     await emit_all(app, source, topics.triggers, triggers)
                     with acting_for(source):
                         write_states(tables.org_usage, plan)
+                        for mark, offset in marks.items():  # one by one: each to the changelog
+                            tables.applied[mark] = offset
             yield None
 
 
@@ -68,16 +75,39 @@ def apply_org(pipeline: Pipeline, event: Any, org_id: str, org: Org | None) -> N
             tables.orgs[org_id] = compact_org(org)
 
 
+def unapplied_partials(
+    applied: Mapping[str, Any], partition: int, partials: list[Partial]
+) -> tuple[list[Partial], dict[str, int]]:
+    """The partials of one partials partition not applied yet, and the marks they move.
+
+    Partials of every requests partition interleave here, each origin's in offset order, so a
+    partial is new when its origin offset is above the mark of its origin.
+    """
+    marks: dict[str, int] = {}
+    fresh: list[Partial] = []
+    for partial in partials:
+        if partial.origin is None:  # from a release without origins: nothing to compare
+            fresh.append(partial)
+            continue
+        origin_partition, offset = partial.origin
+        key = mark_key("partials", partition, origin_partition)
+        mark = marks.get(key, applied.get(key))
+        if mark is None or offset > mark:
+            fresh.append(partial)
+            marks[key] = offset
+    return fresh, marks
+
+
 def plan_org_batch(
     orgs: Mapping[str, Any],
     org_usage: Mapping[str, Any],
-    partials: list[tuple[str, list[Bucket]]],
+    partials: list[Partial],
     monitor: MonitorConfig,
 ) -> BatchPlan:
     """Partial sums' effect: the orgs' new states and the org triggers (writes nothing)."""
     by_org: dict[str, list[Bucket]] = defaultdict(list)
-    for org_id, buckets in partials:
-        by_org[org_id].extend(buckets)
+    for partial in partials:
+        by_org[partial.org_id].extend(partial.buckets)
     states: dict[str, dict[str, Any]] = {}
     triggers: list[tuple[str, bytes]] = []
     for org_id, buckets in by_org.items():

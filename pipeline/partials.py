@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -42,18 +42,30 @@ class PartialSums:
             yield org_id, [(ts, count) for ts, count in sorted(seconds.values())]
 
 
-def encode_partial(org_id: str, buckets: list[Bucket]) -> bytes:
-    return orjson.dumps({"org_id": org_id, "buckets": buckets})
+class Partial(NamedTuple):
+    org_id: str
+    buckets: list[Bucket]
+    #: (partition, offset) of the last gateway.requests record of the batch it sums, so that
+    #: the org agent applies it once (pipeline.watermarks); None from a release before 0.4.0.
+    origin: tuple[int, int] | None = None
 
 
-def decode_partial(raw: bytes | None) -> tuple[str, list[Bucket]]:
+def encode_partial(org_id: str, buckets: list[Bucket], origin: tuple[int, int]) -> bytes:
+    return orjson.dumps({"org_id": org_id, "buckets": buckets, "origin": origin})
+
+
+def decode_partial(raw: bytes | None) -> Partial:
     """Our own internal records; a bad one means a bug or a foreign producer: reject it."""
     try:
         data = orjson.loads(raw or b"")
         org_id = data["org_id"]
         buckets = [(float(ts), int(count)) for ts, count in data["buckets"]]
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        origin = data.get("origin")
+        if origin is not None:
+            partition, offset = origin
+            origin = (int(partition), int(offset))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InvalidRecord(f"not an org partial: {exc}") from exc
     if not isinstance(org_id, str) or not org_id:
         raise InvalidRecord("org partial without an org id")
-    return org_id, buckets
+    return Partial(org_id, buckets, origin)

@@ -21,6 +21,7 @@ from pipeline.streams import decode_batch, decode_keyed, gated_batches
 from pipeline.tables import acting_for
 from pipeline.transactions import emit_all
 from pipeline.triggers import trigger_event
+from pipeline.watermarks import mark_key, unapplied
 
 #: Records per batch, and how long a batch may wait to fill (it bounds trigger latency).
 #: Every batch sends one partial per org and source partition, so fuller batches cost less:
@@ -49,7 +50,12 @@ def attach_usage_agents(pipeline: Pipeline) -> None:
     async def usage_agent(stream: Any) -> AsyncIterator[None]:
         async for events in gated_batches(pipeline, stream, BATCH_MAX, BATCH_WITHIN):
             by_partition = await decode_batch(pipeline, events, decode_request_count)
-            for decoded in by_partition.values():
+            for partition, read in by_partition.items():
+                mark = mark_key("requests", partition)
+                with acting_for(read[-1][0]):
+                    decoded = unapplied(read, offset_of, pipeline.tables.applied.get(mark))
+                if not decoded:
+                    continue  # read again after a restart or a repeated delivery: applied
                 source = decoded[-1][0]
                 records = [record for _, record in decoded]
                 # Events first, state after: a crash between them repeats an event (with its
@@ -62,6 +68,7 @@ def attach_usage_agents(pipeline: Pipeline) -> None:
                     triggers = [(key.encode(), payload) for key, payload in plan.triggers]
                     # Every record counts for its org, whether or not its key has a session.
                     partials = PartialSums()
+                    origin = (partition, source.message.offset)
                     for record in records:
                         partials.add(record.org_id, record.ts, record.count)
                     await emit_all(app, source, topics.triggers, triggers)
@@ -69,11 +76,21 @@ def attach_usage_agents(pipeline: Pipeline) -> None:
                         app,
                         source,
                         topics.org_partials,
-                        [(org.encode(), encode_partial(org, b)) for org, b in partials.items()],
+                        [
+                            (org.encode(), encode_partial(org, buckets, origin))
+                            for org, buckets in partials.items()
+                        ],
                     )
                     with acting_for(source):
                         write_states(pipeline.tables.key_usage, plan)
+                        pipeline.tables.applied[mark] = source.message.offset
             yield None
+
+
+def offset_of(decoded: tuple[Any, Any]) -> int:
+    """The source offset of a decoded (event, value) pair."""
+    offset: int = decoded[0].message.offset
+    return offset
 
 
 def apply_session(pipeline: Pipeline, key: str, session: Session | None) -> None:

@@ -14,7 +14,7 @@ from pipeline.config import MonitorConfig
 from pipeline.models import RequestCount, Session
 from pipeline.monitoring import compact_session
 from pipeline.org_agent import plan_org_batch
-from pipeline.partials import PartialSums
+from pipeline.partials import Partial, PartialSums
 from pipeline.quota import Limits, UsageState, apply_records, write_states
 from pipeline.usage_agent import plan_key_batch
 
@@ -105,7 +105,9 @@ def test_keys_without_session_are_not_tracked_but_count_for_their_org():
         partials.add(record.org_id, record.ts, record.count)
     orgs = {"org1": {"quota_max": 10, "quota_renewal_rate": 0, "trigger_limits": []}}
     org_usage: dict = {}
-    plan = plan_org_batch(orgs, org_usage, list(partials.items()), MONITOR)
+    plan = plan_org_batch(
+        orgs, org_usage, [Partial(org, b) for org, b in partials.items()], MONITOR
+    )
     write_states(org_usage, plan)
     triggers = plan.triggers
     assert [orjson.loads(p)["trigger_limit"] for _, p in triggers] == ["25", "50"]

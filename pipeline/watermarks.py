@@ -1,0 +1,36 @@
+"""Source offsets already applied to the tables: what makes reading a record twice harmless.
+
+faust can hand a record to an agent again: its committed offsets may lag what was processed
+(its ack bookkeeping stalls on a repeated offset, and then advances one offset per commit), and
+it re-delivers a record whose offset equals the last one it read. After a crash everything
+after the committed offset is processed again. Counting any of those twice breaks the promise
+that usage is exact and every threshold fires once.
+
+So each batch also stores the offset of the last source record it applied, in the
+``applied_offsets`` table, written with the batch's other table changes (in the same Kafka
+transaction under exactly_once). Before a batch is applied, records at or below that mark are
+dropped: a record is applied at most once, however often it is read.
+
+A source partition is read in offset order by one agent at a time, so one mark per partition is
+enough. The org agent keeps one per partials partition *and* partition of origin, because
+partials from every requests partition interleave there (each origin's in order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def mark_key(topic: str, partition: int, origin: int | None = None) -> str:
+    """The applied_offsets key of a source partition (and, for partials, their origin)."""
+    return f"{topic}:{partition}" if origin is None else f"{topic}:{partition}:{origin}"
+
+
+def unapplied(items: Iterable[T], offset_of: Callable[[T], int], applied: int | None) -> list[T]:
+    """The items whose offset is above the mark: those not applied yet, in their order."""
+    if applied is None:
+        return list(items)
+    return [item for item in items if offset_of(item) > applied]

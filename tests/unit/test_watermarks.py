@@ -1,0 +1,152 @@
+"""Applied-offset marks: a record read any number of times, in any batching, is applied once.
+
+The reads model what faust and a restart do to a partition: batches of the next records, seeks
+back to an earlier offset (a lagging commit after a crash), and the last record again.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.config import MonitorConfig
+from pipeline.models import RequestCount, Session
+from pipeline.monitoring import compact_session
+from pipeline.org_agent import plan_org_batch, unapplied_partials
+from pipeline.partials import Partial, decode_partial, encode_partial
+from pipeline.quota import UsageState, write_states
+from pipeline.usage_agent import plan_key_batch
+from pipeline.watermarks import mark_key, unapplied
+
+MONITOR = MonitorConfig(
+    enable_trigger_monitors=True, monitor_user_keys=True, global_trigger_limits=(10, 50, 100)
+)
+
+# Each step: read the next n records, or step back n records (a seek), or repeat the last one.
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("next"), st.integers(1, 7)),
+        st.tuples(st.just("back"), st.integers(1, 12)),
+        st.tuples(st.just("again"), st.just(1)),
+    ),
+    max_size=40,
+)
+
+
+def reads(total: int, plan: list[tuple[str, int]]) -> list[list[int]]:
+    """The batches of offsets a reader following ``plan`` hands out, then the rest in order."""
+    batches, position = [], 0
+    for step, n in plan:
+        if step == "next" and position < total:
+            batches.append(list(range(position, min(total, position + n))))
+            position = min(total, position + n)
+        elif step == "back":
+            position = max(0, position - n)
+        elif step == "again" and position > 0:
+            batches.append([position - 1])
+    if position < total:
+        batches.append(list(range(position, total)))
+    return batches
+
+
+@settings(max_examples=300, deadline=None)
+@given(total=st.integers(0, 40), plan=steps)
+def test_every_offset_is_applied_once_and_in_order(total, plan):
+    applied: list[int] = []
+    mark = None
+    for batch in reads(total, plan):
+        fresh = unapplied(batch, lambda offset: offset, mark)
+        applied.extend(fresh)
+        if fresh:
+            mark = fresh[-1]
+    assert applied == list(range(total))
+
+
+def test_without_a_mark_everything_is_new():
+    assert unapplied([3, 4], lambda offset: offset, None) == [3, 4]
+    assert unapplied([3, 4], lambda offset: offset, 3) == [4]
+
+
+@settings(max_examples=150, deadline=None)
+@given(plan=steps, counts=st.lists(st.integers(1, 9), min_size=1, max_size=30))
+def test_usage_and_triggers_are_exact_however_the_records_are_read_again(plan, counts):
+    """The usage agent's path: drop what the mark covers, plan, write states and the mark."""
+    sessions = {"k": compact_session(Session(org_id="o", quota_max=100, quota_renewal_rate=0))}
+    records = [RequestCount(float(i), "o", "k", count, None) for i, count in enumerate(counts)]
+    usage: dict = {}
+    marks: dict = {}
+    fired = []
+    for batch in reads(len(records), plan):
+        fresh = unapplied(batch, lambda offset: offset, marks.get(mark_key("requests", 0)))
+        if not fresh:
+            continue
+        result = plan_key_batch(sessions, usage, [records[i] for i in fresh], MONITOR)
+        fired.extend(orjson.loads(payload)["trigger_limit"] for _, payload in result.triggers)
+        write_states(usage, result)
+        marks[mark_key("requests", 0)] = fresh[-1]
+    assert UsageState.from_stored(usage["k"]).current.usage == sum(counts)
+    crossed = [limit for limit in (10, 50, 100) if sum(counts) >= limit]
+    assert fired == [str(limit) for limit in crossed]
+
+
+def partial(origin_partition: int, offset: int, count: int = 1) -> Partial:
+    return Partial("org", [(float(offset), count)], (origin_partition, offset))
+
+
+def test_partials_of_interleaved_origins_are_applied_once_each():
+    applied: dict = {}
+    first = [partial(0, 10), partial(1, 5), partial(0, 20)]
+    fresh, marks = unapplied_partials(applied, 3, first)
+    assert fresh == first
+    assert marks == {mark_key("partials", 3, 0): 20, mark_key("partials", 3, 1): 5}
+    applied.update(marks)
+
+    # Read again from an earlier offset of the partials partition, with one new partial.
+    again = [partial(1, 5), partial(0, 20), partial(1, 9)]
+    fresh, marks = unapplied_partials(applied, 3, again)
+    assert fresh == [partial(1, 9)]
+    assert marks == {mark_key("partials", 3, 1): 9}
+
+
+def test_a_partial_repeated_within_one_batch_counts_once():
+    fresh, _ = unapplied_partials({}, 0, [partial(2, 7, 4), partial(2, 7, 4)])
+    orgs = {"org": {"quota_max": 10, "quota_renewal_rate": 0, "trigger_limits": []}}
+    org_usage: dict = {}
+    write_states(org_usage, plan_org_batch(orgs, org_usage, fresh, MONITOR))
+    assert UsageState.from_stored(org_usage["org"]).current.usage == 4
+
+
+def test_partials_without_an_origin_are_always_applied():
+    old = Partial("org", [(1.0, 3)])
+    fresh, marks = unapplied_partials({}, 0, [old, old])
+    assert fresh == [old, old]
+    assert marks == {}
+
+
+def test_a_partial_carries_its_origin_through_kafka():
+    raw = encode_partial("org", [(1.5, 2)], (3, 41))
+    assert decode_partial(raw) == Partial("org", [(1.5, 2)], (3, 41))
+    assert decode_partial(orjson.dumps({"org_id": "org", "buckets": []})).origin is None
+
+
+def test_every_subject_fires_once_per_threshold_across_reads():
+    """Several keys interleaved in one partition, read with a seek back in the middle."""
+    sessions = {
+        key: compact_session(Session(org_id="o", quota_max=20, quota_renewal_rate=0))
+        for key in ("a", "b")
+    }
+    records = [RequestCount(float(i), "o", "ab"[i % 2], 1, None) for i in range(40)]
+    usage: dict = {}
+    mark = None
+    fired: Counter = Counter()
+    for batch in (list(range(0, 25)), list(range(15, 40)), [39]):
+        fresh = unapplied(batch, lambda offset: offset, mark)
+        result = plan_key_batch(sessions, usage, [records[i] for i in fresh], MONITOR)
+        fired.update((key, orjson.loads(p)["trigger_limit"]) for key, p in result.triggers)
+        write_states(usage, result)
+        mark = fresh[-1] if fresh else mark
+    assert fired == Counter({(k, limit): 1 for k in "ab" for limit in ("10", "50", "100")})
+    assert {k: UsageState.from_stored(usage[k]).current.usage for k in "ab"} == {"a": 20, "b": 20}
