@@ -1,0 +1,43 @@
+"""The producer a commit waits on: every message handed to ``send_soon`` must be settled."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pipeline.transactions import drainable
+
+
+class RecordingProducer:
+    """Stands in for faust's producer: ``send_soon`` only buffers, as faust's does."""
+
+    def __init__(self) -> None:
+        self.buffered: list[asyncio.Future[None]] = []
+
+    def send_soon(self, fut: asyncio.Future[None]) -> None:
+        self.buffered.append(fut)
+
+
+async def test_drain_waits_for_every_buffered_write_acknowledged_or_failed():
+    producer = drainable(RecordingProducer)()
+    loop = asyncio.get_running_loop()
+    first, second = loop.create_future(), loop.create_future()
+    producer.send_soon(first)
+    producer.send_soon(second)
+
+    drained = asyncio.create_task(producer.drain())
+    first.set_result(None)
+    await asyncio.sleep(0)  # one turn of the loop (not a wait): the drain sees the first settled
+    assert not drained.done()
+
+    second.set_exception(RuntimeError("broker refused it"))
+    await asyncio.wait_for(drained, timeout=5)
+    assert producer.unacknowledged == set()
+    with pytest.raises(RuntimeError):
+        second.result()
+
+
+async def test_drain_with_nothing_buffered_returns_at_once():
+    producer = drainable(RecordingProducer)()
+    await asyncio.wait_for(producer.drain(), timeout=1)
