@@ -26,13 +26,18 @@ async def test_drain_waits_for_every_buffered_write_acknowledged_or_failed():
     producer.send_soon(first)
     producer.send_soon(second)
 
-    drained = asyncio.create_task(producer.drain())
     first.set_result(None)
-    await asyncio.sleep(0)  # one turn of the loop (not a wait): the drain sees the first settled
-    assert not drained.done()
+    drained = asyncio.create_task(producer.drain())
+    done_when_second_settled = []
 
-    second.set_exception(RuntimeError("broker refused it"))
+    def refuse_second() -> None:
+        # Runs after the drain's first step (callbacks run in the order they were scheduled).
+        done_when_second_settled.append(drained.done())
+        second.set_exception(RuntimeError("broker refused it"))
+
+    loop.call_soon(refuse_second)
     await asyncio.wait_for(drained, timeout=5)
+    assert done_when_second_settled == [False]
     assert producer.unacknowledged == set()
     with pytest.raises(RuntimeError):
         second.result()
