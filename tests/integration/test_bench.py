@@ -8,11 +8,30 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from typing import Any
 
 import orjson
 import pytest
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+async def run_bench(
+    arguments: list[str], timeout: float, **options: Any
+) -> tuple[asyncio.subprocess.Process, bytes, bytes]:
+    """`python -m pipeline bench ARGUMENTS` to its end: the process, its stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pipeline",
+        "bench",
+        *arguments,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        **options,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    return process, stdout, stderr
 
 
 @pytest.mark.timeout(300)
@@ -35,18 +54,9 @@ async def test_bench_runs_at_a_tiny_size_and_writes_its_json_and_plot(kafka_boot
         "--json": str(out),
         "--plot": str(plot),
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pipeline",
-        "bench",
-        *(item for pair in arguments.items() for item in pair),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=tmp_path,
+    process, stdout, stderr = await run_bench(
+        [item for pair in arguments.items() for item in pair], 280, env=env, cwd=tmp_path
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 280)
     assert process.returncode == 0, stderr.decode()[-2000:]
     for row in ("usage / ceiling", "skewed / uniform", "latency p99", "peak RSS", "recovery"):
         assert row in stdout.decode()
@@ -123,16 +133,7 @@ async def test_bench_runs_at_a_tiny_size_and_writes_its_json_and_plot(kafka_boot
     ],
 )
 async def test_bench_refuses_bad_arguments_in_one_line(arguments, message):
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pipeline",
-        "bench",
-        *arguments,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    process, _, stderr = await run_bench(arguments, 60)
     assert process.returncode == 2
     lines = stderr.decode().splitlines()
     assert len(lines) == 1
