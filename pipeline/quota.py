@@ -103,19 +103,23 @@ def reached(period: Period, limits: Limits) -> list[float]:
     if limits.quota_max <= 0 or not limits.thresholds:
         return []
     scaled_usage = period.usage * 100
-    return sorted(
+    fired = period.fired
+    new = [
         threshold
         for threshold in limits.thresholds
-        if threshold not in period.fired and scaled_usage >= threshold * limits.quota_max
-    )
+        if scaled_usage >= threshold * limits.quota_max and threshold not in fired
+    ]
+    new.sort()
+    return new
 
 
 def _add(period: Period, count: int, ts: float, limits: Limits) -> tuple[Period, list[Crossing]]:
-    period = replace(period, usage=period.usage + count)
+    # Once per record on the hottest path: the constructor, not dataclasses.replace (4x slower).
+    period = Period(period.start, period.end, period.usage + count, period.fired)
     new = reached(period, limits)
     if not new:
         return period, []
-    period = replace(period, fired=period.fired | frozenset(new))
+    period = Period(period.start, period.end, period.usage, period.fired | frozenset(new))
     return period, [Crossing(t, period.usage, period.start, period.end, ts) for t in new]
 
 
