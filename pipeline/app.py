@@ -9,6 +9,7 @@ from typing import Any
 import faust
 from faust.types import SchemaT, TableT
 
+from pipeline.bulk import BulkFeed
 from pipeline.config import Settings
 from pipeline.org_directory import OrgDirectory
 from pipeline.transactions import BatchGate, install_gate
@@ -18,6 +19,10 @@ from pipeline.transactions import BatchGate, install_gate
 RAW: SchemaT[bytes, bytes] = faust.Schema(
     key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
 )
+
+
+#: Records of gateway.requests fetched ahead of the usage agent: two of its largest batches.
+REQUESTS_FEED_CAPACITY = 100_000
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,8 @@ class Pipeline:
     tables: Tables
     #: Keeps commits between whole batches: see pipeline.transactions.
     gate: BatchGate
+    #: The records of gateway.requests, read in bulk: see pipeline.bulk.
+    requests_feed: BulkFeed
     #: Held while a batch goes from planned to written (its events are sent in between), so
     #: that session and org changes never land in that gap and get overwritten.
     key_writes: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -133,5 +140,13 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
         applied=app.Table("applied_offsets", **table_options),
     )
     gate = BatchGate()
-    install_gate(app, gate)
-    return Pipeline(app=app, settings=settings, topics=topics, tables=tables, gate=gate)
+    requests_feed = BulkFeed(capacity=REQUESTS_FEED_CAPACITY)
+    install_gate(app, gate, {names.requests: requests_feed})
+    return Pipeline(
+        app=app,
+        settings=settings,
+        topics=topics,
+        tables=tables,
+        gate=gate,
+        requests_feed=requests_feed,
+    )

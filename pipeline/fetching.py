@@ -13,6 +13,9 @@ partition of triggers this way.
 :class:`LosslessFetchConsumer` hands the fetcher a snapshot, and seeks back any partition whose
 records faust would drop, so they are fetched again once it is resumed: never lost, never
 handed to an agent twice.
+
+It also hands the records of bulk topics to their :class:`pipeline.bulk.BulkFeed` rather than
+to faust's per-record path, and takes their acknowledgements by the batch.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from typing import Any
 
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 from faust.types import TP
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
+
+from pipeline.bulk import BulkFeed, Run
 
 
 def put_back(
@@ -34,12 +41,28 @@ def put_back(
     return kept, again
 
 
+def gaps(previous: int | None, offsets: Sequence[int]) -> list[tuple[int, int]]:
+    """The offset ranges ``[start, end)`` skipped between ``previous`` (the last offset read,
+    None if unknown) and each offset that follows: transaction markers and compacted records,
+    which are never read and so must be filled in for commits to move past them."""
+    skipped = []
+    for offset in offsets:
+        if previous is not None and offset - previous > 1:
+            skipped.append((previous + 1, offset))
+        previous = offset
+    return skipped
+
+
 class LosslessFetchConsumer(AIOKafkaDriverConsumer):
-    """faust's aiokafka consumer, without the fetch race."""
+    """faust's aiokafka consumer, without the fetch race, and with bulk topics."""
+
+    #: Topic name -> the feed its records go to, instead of faust's streams.
+    bulk_feeds: Mapping[str, BulkFeed] = {}
 
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
         if active_partitions is None:  # a client-only app reads everything
             return await super()._getmany(None, timeout)
+        epochs = {topic: feed.epoch for topic, feed in self.bulk_feeds.items()}
         records = await super()._getmany(frozenset(active_partitions), timeout)  # type: ignore[arg-type]
         # What faust's getmany will yield, judged now: the fetch may have outlived a pause.
         wanted = self._get_active_partitions() | self._buffered_partitions
@@ -48,4 +71,49 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
         for tp, offset in again.items():
             if tp in assigned:  # a revoked partition is read by its new owner from the commit
                 self._thread.seek(tp, offset)
+        for topic, feed in self.bulk_feeds.items():
+            runs = [Run(tp, kept.pop(tp)) for tp in list(kept) if tp.topic == topic]
+            if runs:
+                await self._feed(feed, runs, epochs[topic])
         return kept
+
+    async def _feed(self, feed: BulkFeed, runs: list[Run], epoch: int) -> None:
+        """Hand runs to their feed, doing for them what faust's fetch loop does per record:
+        drop what is below the read offset, note skipped offsets as gaps."""
+        fresh = []
+        for tp, fetched in runs:
+            read = self._read_offset[tp]
+            # As faust does: an offset equal to the read offset is handed on (the record at a
+            # seek's offset); the applied_offsets marks drop it if it was applied already.
+            records = [r for r in fetched if read is None or r.offset >= read]
+            if not records:
+                continue
+            contiguous = records[-1].offset - records[0].offset == len(records) - 1
+            offsets = [records[0].offset] if contiguous else [r.offset for r in records]
+            for start, end in gaps(read, offsets):
+                await self._add_gap(tp, start, end - 1)
+            self._read_offset[tp] = records[-1].offset
+            fresh.append(Run(tp, records))
+        await feed.put(fresh, epoch)
+
+    def stop_flow(self) -> None:
+        # A rebalance or a stop: faust clears its stream queues (flow_control.clear) and
+        # reads again from the committed offsets; bulk feeds go the same way.
+        for feed in self.bulk_feeds.values():
+            feed.clear()
+        super().stop_flow()
+
+    def ack_offsets(self, tp: TP, offsets: Sequence[int]) -> None:
+        """Acknowledge records of a bulk topic, as ``Consumer.ack`` does for one message."""
+        with ack_lock:
+            committed = self._committed_offset[tp]
+            index = self._acked_index[tp]
+            fresh = [
+                offset
+                for offset in offsets
+                if (committed is None or offset >= committed) and offset not in index
+            ]
+            index.update(fresh)
+            self._acked[tp].extend(fresh)
+            self._n_acked += len(fresh)
+            notify(self._waiting_for_ack)

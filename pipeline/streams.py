@@ -8,11 +8,15 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+
+from faust.types import TP
 
 from pipeline.acks import OrderedAcks
 from pipeline.app import Pipeline
+from pipeline.bulk import BulkFeed, SourceEvent, by_partition
 from pipeline.errors import InvalidRecord
+from pipeline.fetching import LosslessFetchConsumer
 from pipeline.metrics import REJECTED
 from pipeline.rejections import rejection
 from pipeline.transactions import emit
@@ -35,6 +39,23 @@ async def gated_batches(
             yield events
             for event in events:
                 await stream.ack(event)
+
+
+async def gated_runs(
+    pipeline: Pipeline, feed: BulkFeed, max_records: int, within: float
+) -> AsyncIterator[dict[TP, list[Any]]]:
+    """Batches of a bulk feed, per partition, each processed and acknowledged while it holds
+    the commit gate, as :func:`gated_batches` does with a stream's events."""
+    consumer = cast(LosslessFetchConsumer, pipeline.app.consumer)
+    while True:
+        batch = await feed.take(max_records, within)
+        async with pipeline.gate.batch():
+            if batch.epoch != feed.epoch:
+                continue  # taken before a rebalance: read again from the committed offsets
+            fetched = by_partition(batch.runs)
+            yield fetched
+            for tp, records in fetched.items():
+                consumer.ack_offsets(tp, [record.offset for record in records])
 
 
 async def send_rejection(pipeline: Pipeline, event: Any, reason: str) -> None:
@@ -74,6 +95,19 @@ async def decode_batch(
             continue
         by_partition[event.message.partition].append((event, value))
     return by_partition
+
+
+async def decode_records(
+    pipeline: Pipeline, records: Iterable[Any], decode: Callable[[bytes | None], T]
+) -> list[T]:
+    """Decode fetched records (of a bulk feed), rejecting bad ones."""
+    decoded: list[T] = []
+    for record in records:
+        try:
+            decoded.append(decode(record.value))
+        except InvalidRecord as exc:
+            await send_rejection(pipeline, SourceEvent.of(record), exc.reason)
+    return decoded
 
 
 async def decode_keyed(

@@ -1,0 +1,138 @@
+"""The bulk feed that carries gateway.requests past faust's per-record path, and the gaps its
+consumer fills in."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import NamedTuple
+
+import pytest
+from faust.types import TP
+
+from pipeline.bulk import BulkFeed, Run, SourceEvent, by_partition
+from pipeline.fetching import gaps
+
+P0 = TP("gateway.requests", 0)
+P1 = TP("gateway.requests", 1)
+
+
+class Record(NamedTuple):
+    """The fields of an aiokafka ConsumerRecord the feed's users read."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    value: bytes | None = None
+
+
+def run(tp: TP, *offsets: int) -> Run:
+    return Run(tp, [Record(tp.topic, tp.partition, offset) for offset in offsets])
+
+
+def offsets(runs: list[Run]) -> list[tuple[int, list[int]]]:
+    return [(r.tp.partition, [record.offset for record in r.records]) for r in runs]
+
+
+async def test_take_gathers_whole_runs_in_fetch_order_up_to_the_batch_size() -> None:
+    feed = BulkFeed(capacity=100)
+    await feed.put([run(P0, 1, 2), run(P1, 7)], feed.epoch)
+    await feed.put([run(P0, 3, 4, 5)], feed.epoch)
+
+    first = await feed.take(max_records=3, within=0)
+    rest = await feed.take(max_records=3, within=0)
+
+    assert offsets(first.runs) == [(0, [1, 2]), (1, [7])]
+    assert offsets(rest.runs) == [(0, [3, 4, 5])]
+    assert len(feed) == 0
+
+
+async def test_take_waits_for_the_first_run_then_returns_what_came_within_the_time() -> None:
+    feed = BulkFeed(capacity=100)
+    taking = asyncio.create_task(feed.take(max_records=10, within=0))
+    done, _ = await asyncio.wait({taking}, timeout=0.05)
+    assert not done  # nothing fetched yet
+
+    await feed.put([run(P0, 1)], feed.epoch)
+
+    async with asyncio.timeout(5):
+        batch = await taking
+    assert offsets(batch.runs) == [(0, [1])]
+
+
+async def test_a_full_feed_holds_the_fetcher_until_the_agent_takes() -> None:
+    feed = BulkFeed(capacity=2)
+    await feed.put([run(P0, 1, 2)], feed.epoch)
+    putting = asyncio.create_task(feed.put([run(P0, 3)], feed.epoch))
+    done, _ = await asyncio.wait({putting}, timeout=0.05)
+    assert not done
+
+    await feed.take(max_records=10, within=0)
+
+    async with asyncio.timeout(5):
+        assert await putting is True
+    assert offsets((await feed.take(max_records=10, within=0)).runs) == [(0, [3])]
+
+
+async def test_clear_drops_waiting_runs_and_makes_fetches_under_way_stale() -> None:
+    feed = BulkFeed(capacity=2)
+    fetched_under = feed.epoch
+    await feed.put([run(P0, 1, 2)], fetched_under)
+    held_back = asyncio.create_task(feed.put([run(P0, 3)], fetched_under))
+    done, _ = await asyncio.wait({held_back}, timeout=0.05)
+    assert not done
+
+    feed.clear()
+
+    async with asyncio.timeout(5):
+        assert await held_back is False  # released, and its runs dropped
+    assert len(feed) == 0
+    assert await feed.put([run(P0, 4)], fetched_under) is False
+    assert await feed.put([run(P0, 1)], feed.epoch) is True
+    assert offsets((await feed.take(max_records=10, within=0)).runs) == [(0, [1])]
+
+
+async def test_a_batch_gathering_when_the_feed_is_cleared_carries_the_old_epoch() -> None:
+    feed = BulkFeed(capacity=100)
+    await feed.put([run(P0, 1)], feed.epoch)
+    gathering = asyncio.create_task(feed.take(max_records=10, within=30))
+    done, _ = await asyncio.wait({gathering}, timeout=0.05)
+    assert not done  # holds one record, waits for more
+
+    feed.clear()
+    await feed.put([run(P0, 1)], feed.epoch)
+
+    async with asyncio.timeout(5):
+        batch = await gathering
+    assert batch.epoch != feed.epoch  # so the agent drops it
+
+
+def test_by_partition_keeps_each_partitions_records_in_fetch_order() -> None:
+    grouped = by_partition([run(P0, 1, 2), run(P1, 9), run(P0, 3)])
+
+    assert {tp.partition: [r.offset for r in records] for tp, records in grouped.items()} == {
+        0: [1, 2, 3],
+        1: [9],
+    }
+
+
+def test_a_source_event_carries_what_tables_and_rejections_read() -> None:
+    event = SourceEvent.of(Record("gateway.requests", 3, 42, b"k", b"v"))
+
+    assert event.message.tp == TP("gateway.requests", 3)
+    assert (event.message.offset, event.key, event.value) == (42, b"k", b"v")
+
+
+@pytest.mark.parametrize(
+    ("previous", "read", "skipped"),
+    [
+        (None, [5, 6, 7], []),
+        (4, [5, 6, 7], []),
+        (2, [5, 6], [(3, 5)]),
+        (4, [5, 8, 9, 12], [(6, 8), (10, 12)]),
+    ],
+)
+def test_gaps_are_the_offsets_skipped_between_records_read(
+    previous: int | None, read: list[int], skipped: list[tuple[int, int]]
+) -> None:
+    assert gaps(previous, read) == skipped
