@@ -24,6 +24,12 @@ partition and commits a partition's offsets in it. These gaps remain, and this m
    for co-partitioned output. :func:`emit` sends into the transaction of the *source* partition
    of the batch, so org partials and org triggers (keyed by org id) commit atomically with the
    offsets they came from.
+6. faust ends the transactions at every rebalance and stop (``wait_empty``) and begins new ones
+   only at the next assignment, while its commit timer keeps running: a timer commit in between
+   crashed the consumer ("Not in the middle of a transaction") and left the transactions open,
+   and the worker taking over then found its producers fenced. The gate's commit does nothing
+   in that window, and the gate keeps batches out of it: their output would belong to no
+   transaction.
 
 Under ``at_least_once`` the gate still orders commits after whole batches, and :func:`emit` is a
 plain send. Local RocksDB state is not transactional at all: see worker.discard_state_after_crash.
@@ -40,6 +46,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from pipeline.bulk import BulkFeed
 from pipeline.fetching import LosslessFetchConsumer
 
 log = logging.getLogger(__name__)
@@ -57,15 +64,25 @@ class BatchGate:
         self._idle.set()
         self._open = asyncio.Event()
         self._open.set()
+        self._released = asyncio.Event()
+        self._released.set()
         self._committing = asyncio.Lock()
+
+    def hold(self) -> None:
+        """Keep new batches out until :meth:`release` (while there is no transaction)."""
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
 
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[None]:
         """Held while one batch is processed and acknowledged."""
         # Re-check after waking: a commit may have closed the gate again before we ran, and
         # nothing may await between this check and the count going up.
-        while not self._open.is_set():
+        while not (self._open.is_set() and self._released.is_set()):
             await self._open.wait()
+            await self._released.wait()
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -114,8 +131,11 @@ def drainable(producer_class: type) -> type:
     return DrainableProducer
 
 
-def install_gate(app: faust.App, gate: BatchGate) -> None:
-    """Make the App's consumer commit only through ``gate`` (call before the App starts)."""
+def install_gate(
+    app: faust.App, gate: BatchGate, bulk_feeds: Mapping[str, BulkFeed] | None = None
+) -> None:
+    """Make the App's consumer commit only through ``gate``, and hand the records of the topics
+    of ``bulk_feeds`` to those feeds (call before the App starts)."""
 
     class GatedConsumer(LosslessFetchConsumer):
         def key_partition(
@@ -142,11 +162,25 @@ def install_gate(app: faust.App, gate: BatchGate) -> None:
             )
             return ends
 
+        #: False from a commit that ended the transactions (faust's wait_empty, at a
+        #: rebalance or a stop) until the next assignment begins new ones.
+        transactions_open = True
+
+        async def on_partitions_assigned(self, *args: Any, **kwargs: Any) -> None:
+            await super().on_partitions_assigned(*args, **kwargs)
+            self.transactions_open = True
+            gate.release()
+
         async def commit(self, *args: Any, **kwargs: Any) -> bool:
-            if self.should_stop and kwargs.get("start_new_transaction", True):
-                # Stopping: the final commit (which ends the transactions) is the one that
-                # counts; a timer's commit after it would find no transaction to commit.
+            ends_transactions = not kwargs.get("start_new_transaction", True)
+            if self.in_transaction and not self.transactions_open:
+                # A timer's commit after the transactions ended would find none to put its
+                # offsets in, and crash the consumer; the next assignment commits them.
                 return False
+            if self.should_stop and not ends_transactions:
+                return False
+            if ends_transactions:
+                self.transactions_open = False
             async with gate.commit():
                 # Table writes are buffered by faust; they belong with the offsets about to be
                 # committed (in their transactions, under exactly_once), so they go first.
@@ -159,8 +193,13 @@ def install_gate(app: faust.App, gate: BatchGate) -> None:
                         "table writes unacknowledged after %ss: commit put off", DRAIN_TIMEOUT
                     )
                     return False
-                return await super().commit(*args, **kwargs)
+                committed: bool = await super().commit(*args, **kwargs)
+                if ends_transactions and self.in_transaction:
+                    # Output of a batch from now on would belong to no transaction.
+                    gate.hold()
+                return committed
 
+    GatedConsumer.bulk_feeds = dict(bulk_feeds or {})
     # The transport builds its consumer and producer from these attributes when first used.
     app.transport.Consumer = GatedConsumer  # type: ignore[misc]
     app.transport.Producer = drainable(app.transport.Producer)  # type: ignore[misc]
