@@ -30,6 +30,14 @@ partition and commits a partition's offsets in it. These gaps remain, and this m
    and the worker taking over then found its producers fenced. The gate's commit does nothing
    in that window, and the gate keeps batches out of it: their output would belong to no
    transaction.
+7. faust stops the transactional producer of a revoked partition only when the partition does
+   not stay on the worker as a standby. One that did kept its producer; the partition's new
+   owner then fenced it, and when the partition came back the fenced producer was reused:
+   every send failed with ProducerFenced. :class:`RevokingTransactionManager` stops them all.
+8. At a rebalance faust forgets the acknowledgements of revoked partitions before it commits.
+   Batches acknowledged since the last commit then had their output committed later (in the
+   transaction that stayed open) and were processed again: triggers and org partials twice.
+   The consumer commits first (``GatedConsumer.on_partitions_revoked``).
 
 Under ``at_least_once`` the gate still orders commits after whole batches, and :func:`emit` is a
 plain send. Local RocksDB state is not transactional at all: see worker.discard_state_after_crash.
@@ -39,11 +47,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import faust
+from faust.transport.consumer import TopicPartitionGroup, TransactionManager
 from faust.types import TP
 
 from pipeline.bulk import BulkFeed
@@ -131,6 +140,31 @@ def drainable(producer_class: type) -> type:
     return DrainableProducer
 
 
+def transactional_ids(manager: Any, tps: Iterable[TP]) -> set[str]:
+    """The transactional ids of ``tps``, standbys included (faust's own lookup skips them)."""
+    assignor = manager.app.assignor
+    return {
+        manager.transactional_id_format.format(
+            tpg=TopicPartitionGroup(tp.topic, tp.partition, assignor.group_for_topic(tp.topic)),
+            group_id=manager.app.conf.id,
+        )
+        for tp in tps
+    }
+
+
+class RevokingTransactionManager(TransactionManager):
+    """faust's transaction manager, stopping the producer of every revoked partition."""
+
+    async def on_rebalance(
+        self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP]
+    ) -> None:
+        kept_as_standby = {tp for tp in revoked if self.app.assignor.is_standby(tp)}
+        stale = transactional_ids(self, kept_as_standby) - transactional_ids(self, assigned)
+        for transactional_id in sorted(stale):
+            await self.producer.stop_transaction(transactional_id)
+        await super().on_rebalance(assigned, revoked, newly_assigned)
+
+
 def install_gate(
     app: faust.App, gate: BatchGate, bulk_feeds: Mapping[str, BulkFeed] | None = None
 ) -> None:
@@ -165,6 +199,16 @@ def install_gate(
         #: False from a commit that ended the transactions (faust's wait_empty, at a
         #: rebalance or a stop) until the next assignment begins new ones.
         transactions_open = True
+
+        async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+            # faust forgets the acknowledgements of revoked partitions *before* its handler
+            # commits; their batches' output stayed in the open transaction, committed later
+            # with other offsets, and the batches were processed again after the rebalance:
+            # triggers twice, org partials twice (at-least-once repeated them as well). So
+            # commit first; faust forgets them before any other task runs, and what is acked
+            # after that is committed by its handler.
+            await self.commit()
+            await super().on_partitions_revoked(revoked)
 
         async def on_partitions_assigned(self, *args: Any, **kwargs: Any) -> None:
             await super().on_partitions_assigned(*args, **kwargs)
@@ -202,6 +246,7 @@ def install_gate(
     GatedConsumer.bulk_feeds = dict(bulk_feeds or {})
     # The transport builds its consumer and producer from these attributes when first used.
     app.transport.Consumer = GatedConsumer  # type: ignore[misc]
+    app.transport.TransactionManager = RevokingTransactionManager  # type: ignore[misc]
     app.transport.Producer = drainable(app.transport.Producer)  # type: ignore[misc]
 
 

@@ -1,6 +1,6 @@
-"""Exactly once under failure: a worker killed with SIGKILL mid-stream and restarted. Usage
-equals the ground truth and every (subject, period, threshold) is in quota.triggers exactly once
-for a read_committed consumer.
+"""Exactly once under failure: a worker killed with SIGKILL mid-stream and restarted, and two
+workers sharing the partitions with one stopped. Usage equals the ground truth and every
+(subject, period, threshold) is in quota.triggers exactly once for a read_committed consumer.
 
 Every threshold of every key and org is crossed: 10 limits x (40 keys + 2 orgs) = 420 triggers.
 """
@@ -12,7 +12,10 @@ from collections import Counter
 
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
+from pipeline.local import free_port
 from tests.integration.conftest import produce, read_to_end, request_count, wait_for_table
 
 T0 = 1_700_000_000.0
@@ -67,6 +70,22 @@ async def setup(make_config, cli, topics_of):
     return config, settings
 
 
+async def requests_partitions_by_member(settings) -> list[list[int]]:
+    """The partitions of gateway.requests each member of the worker group holds, sorted."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([settings.app_id])
+    finally:
+        await admin.close()
+    [(_error, _group, _state, _type, _protocol, members)] = response.groups
+    held = []
+    for *_member, assignment in members:
+        topics = dict(ConsumerProtocolMemberAssignment.decode(assignment).assignment)
+        held.append(sorted(topics.get(settings.topics.requests, [])))
+    return sorted(held)
+
+
 async def wait_until_loaded(settings) -> None:
     await wait_for_table(settings, "sessions", lambda s: s.keys() >= set(KEYS))
     await wait_for_table(settings, "orgs", lambda s: s.keys() >= set(ORGS))
@@ -102,5 +121,29 @@ async def test_worker_killed_mid_stream_loses_and_repeats_nothing(
     at_kill = total(await wait_for_table(settings, "key_usage", lambda s: True))
     assert at_kill < RECORDS, "the worker had counted everything: the kill tested nothing"
     await start_worker(config, name="restarted")
+
+    await assert_exactly_once(settings)
+
+
+@pytest.mark.timeout(400)
+async def test_two_workers_share_partitions_and_one_carries_on_alone(
+    make_config, cli, topics_of, start_worker
+):
+    config, settings = await setup(make_config, cli, topics_of)
+    first = await start_worker(config, name="first")
+    second_config = {**config, "web": {"port": free_port()}, "data_dir": config["data_dir"] + "-2"}
+    second = await start_worker(second_config, name="second")
+    for worker in (first, second):
+        await worker.wait_ready()
+    await wait_until_loaded(settings)
+    assert await requests_partitions_by_member(settings) == [[0], [1]]
+
+    half = RECORDS // 2
+    await produce(settings.kafka.bootstrap_servers, settings.topics.requests, traffic(0, half))
+    await wait_for_table(settings, "key_usage", lambda s: total(s) >= half // 2, timeout=120)
+    first.stop()
+    await produce(
+        settings.kafka.bootstrap_servers, settings.topics.requests, traffic(half, RECORDS)
+    )
 
     await assert_exactly_once(settings)
