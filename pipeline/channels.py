@@ -3,6 +3,7 @@ endpoint whose health and concurrency the attempt counts against."""
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -26,6 +27,7 @@ class Channel(Protocol):
         ...
 
 
+@functools.lru_cache(maxsize=4096)  # targets repeat; urlsplit on every attempt showed
 def endpoint_of(url: str) -> str:
     """A webhook's endpoint is its scheme://host:port."""
     parts = urlsplit(url)

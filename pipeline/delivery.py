@@ -76,7 +76,9 @@ class Deliverer:
     def _paused(self, job: DeliveryJob, endpoint: str, now: float) -> RetryLater | None:
         """Reschedule without an attempt while the endpoint's breaker is open, so it is probed,
         not hammered (and nothing queues behind it)."""
-        health = self._health.setdefault(endpoint, EndpointHealth(policy=self._breaker))
+        health = self._health.get(endpoint)
+        if health is None:  # not setdefault: that would build a breaker on every attempt
+            health = self._health[endpoint] = EndpointHealth(policy=self._breaker)
         if health.allows(now):
             return None
         return RetryLater(replace(job, due=health.retry_at(now) or now))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable
@@ -16,6 +17,7 @@ from collections.abc import Iterable
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 
 
+@functools.lru_cache(maxsize=64)  # a handful of secrets, used on every attempt
 def secret_bytes(secret: str) -> bytes:
     """The HMAC key of a ``whsec_`` secret."""
     encoded = secret.removeprefix(SECRET_PREFIX)

@@ -37,6 +37,8 @@ def secrets_for(
     url: str, default: Sequence[str], per_target: Mapping[str, Sequence[str]]
 ) -> Sequence[str]:
     """The signing secrets of one target: those of its longest matching URL prefix, if any."""
+    if not per_target:
+        return default
     prefixes = [prefix for prefix in per_target if url.startswith(prefix)]
     if not prefixes:
         return default
@@ -58,6 +60,8 @@ def attempt_headers(
         ours["webhook-signature"] = signature_header(
             signing_secrets, request.event_id, timestamp, request.body
         )
+    if not request.extra_headers:  # the usual case: nothing to merge
+        return ours
     # Header names are case-insensitive: a config header that names one of ours in any case
     # (or a stale signature when signing is off) is dropped, never sent beside ours.
     reserved = {name.lower() for name in ours} | {"webhook-signature"}
