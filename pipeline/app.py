@@ -22,7 +22,7 @@ RAW: SchemaT[bytes, bytes] = faust.Schema(
 
 
 #: Records of gateway.requests fetched ahead of the usage agent: two of its largest batches.
-REQUESTS_FEED_CAPACITY = 100_000
+REQUESTS_FEED_CAPACITY = 40_000
 
 
 @dataclass(frozen=True)
