@@ -21,6 +21,7 @@ to faust's per-record path, and takes their acknowledgements by the batch.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from time import monotonic
 from typing import Any
 
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
@@ -103,6 +104,17 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
             feed.clear()
         super().stop_flow()
 
+    def read_again(self, offsets: Mapping[TP, int]) -> None:
+        """Fetch these partitions again from these offsets: the feeds drop what they hold
+        (and what fetches under way bring), as at a rebalance."""
+        for feed in self.bulk_feeds.values():
+            feed.clear()
+        assigned = self.assignment()
+        for tp, offset in offsets.items():
+            if tp in assigned:  # a revoked partition is read by its new owner from the commit
+                self._thread.seek(tp, offset)
+                self._read_offset[tp] = offset
+
     def ack_offsets(self, tp: TP, offsets: Sequence[int]) -> None:
         """Acknowledge records of a bulk topic, as ``Consumer.ack`` does for one message."""
         with ack_lock:
@@ -117,3 +129,8 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
             self._acked[tp].extend(fresh)
             self._n_acked += len(fresh)
             notify(self._waiting_for_ack)
+        # What faust's livelock check reads as "the stream is processing this partition";
+        # streams set it per event, and without it the check logs an error every few seconds.
+        monitor = self.app.monitor
+        if monitor is not None:
+            monitor.stream_inbound_time[tp] = monotonic()

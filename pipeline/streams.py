@@ -8,7 +8,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from faust.types import TP
 
@@ -16,10 +16,9 @@ from pipeline.acks import OrderedAcks
 from pipeline.app import Pipeline
 from pipeline.bulk import BulkFeed, SourceEvent, by_partition
 from pipeline.errors import InvalidRecord
-from pipeline.fetching import LosslessFetchConsumer
 from pipeline.metrics import REJECTED
 from pipeline.rejections import rejection
-from pipeline.transactions import emit
+from pipeline.transactions import BatchGate, emit
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +40,33 @@ async def gated_batches(
                 await stream.ack(event)
 
 
-async def gated_runs(
-    pipeline: Pipeline, feed: BulkFeed, max_records: int, within: float
-) -> AsyncIterator[dict[TP, list[Any]]]:
-    """Batches of a bulk feed, per partition, each processed and acknowledged while it holds
-    the commit gate, as :func:`gated_batches` does with a stream's events."""
-    consumer = cast(LosslessFetchConsumer, pipeline.app.consumer)
+async def process_runs(
+    feed: BulkFeed,
+    gate: BatchGate,
+    consumer: Any,
+    handle: Callable[[dict[TP, list[Any]]], Awaitable[None]],
+    *,
+    max_records: int,
+    within: float,
+) -> None:
+    """Hand batches of a bulk feed, per partition, to ``handle``, each under the commit gate
+    (as :func:`gated_batches` does with a stream's events), and acknowledge each handled one.
+
+    A batch whose handler raises is not acknowledged, and its partitions are read again from
+    its first records (``consumer.read_again``): later batches must not move the
+    applied_offsets marks past records that were never applied.
+    """
     while True:
         batch = await feed.take(max_records, within)
-        async with pipeline.gate.batch():
+        async with gate.batch():
             if batch.epoch != feed.epoch:
                 continue  # taken before a rebalance: read again from the committed offsets
             fetched = by_partition(batch.runs)
-            yield fetched
+            try:
+                await handle(fetched)
+            except Exception:  # (a cancellation is a stop: the next owner starts from the commit)
+                consumer.read_again({tp: records[0].offset for tp, records in fetched.items()})
+                raise
             for tp, records in fetched.items():
                 consumer.ack_offsets(tp, [record.offset for record in records])
 

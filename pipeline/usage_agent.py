@@ -18,7 +18,7 @@ from pipeline.models import RequestCount, Session, decode_request_count, decode_
 from pipeline.monitoring import compact_session, watched_key
 from pipeline.partials import PartialSums, encode_partial
 from pipeline.quota import BatchPlan, UsageState, apply_records, reset, write_states
-from pipeline.streams import decode_keyed, decode_records, gated_batches, gated_runs
+from pipeline.streams import decode_keyed, decode_records, gated_batches, process_runs
 from pipeline.tables import acting_for
 from pipeline.transactions import emit_all
 from pipeline.triggers import trigger_event
@@ -50,14 +50,21 @@ def attach_usage_agents(pipeline: Pipeline) -> None:
             yield None
 
     @app.agent(topics.requests, name="usage")
-    async def usage_agent(stream: Any) -> AsyncIterator[None]:
+    async def usage_agent(stream: Any) -> None:
         # faust subscribes this agent to the topic (group membership, co-partitioned tables);
         # the records come in bulk, through the feed (pipeline.bulk), not through ``stream``.
-        feed = pipeline.requests_feed
-        async for fetched in gated_runs(pipeline, feed, BATCH_MAX, BATCH_WITHIN):
+        async def apply_batch(fetched: dict[Any, list[Any]]) -> None:
             for tp, records in fetched.items():
                 await apply_requests(pipeline, tp.partition, records)
-            yield None
+
+        await process_runs(
+            pipeline.requests_feed,
+            pipeline.gate,
+            app.consumer,
+            apply_batch,
+            max_records=BATCH_MAX,
+            within=BATCH_WITHIN,
+        )
 
     async def apply_requests(pipeline: Pipeline, partition: int, fetched: list[Any]) -> None:
         """One partition's share of a batch: key usage and triggers, org partials, the mark."""

@@ -1,16 +1,20 @@
-"""The bulk feed that carries gateway.requests past faust's per-record path, and the gaps its
-consumer fills in."""
+"""The bulk feed that carries gateway.requests past faust's per-record path, the gaps its
+consumer fills in, and how batches taken from it are acknowledged or read again."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import NamedTuple
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
 
 import pytest
 from faust.types import TP
 
 from pipeline.bulk import BulkFeed, Run, SourceEvent, by_partition
 from pipeline.fetching import gaps
+from pipeline.streams import process_runs
+from pipeline.transactions import BatchGate
 
 P0 = TP("gateway.requests", 0)
 P1 = TP("gateway.requests", 1)
@@ -136,3 +140,68 @@ def test_gaps_are_the_offsets_skipped_between_records_read(
     previous: int | None, read: list[int], skipped: list[tuple[int, int]]
 ) -> None:
     assert gaps(previous, read) == skipped
+
+
+class Consumer:
+    """Records what process_runs asks of the consumer."""
+
+    def __init__(self) -> None:
+        self.acked: list[tuple[int, list[int]]] = []
+        self.read_again_from: list[dict[int, int]] = []
+
+    def ack_offsets(self, tp: TP, offsets: list[int]) -> None:
+        self.acked.append((tp.partition, list(offsets)))
+
+    def read_again(self, offsets: dict[TP, int]) -> None:
+        self.read_again_from.append({tp.partition: offset for tp, offset in offsets.items()})
+
+
+async def process_one_batch(
+    feed: BulkFeed, consumer: Consumer, handle: Callable[[dict[TP, list[Any]]], Awaitable[None]]
+) -> None:
+    """Run process_runs until ``handle`` has been given one batch (or raised)."""
+    handled = asyncio.Event()
+
+    async def handle_once(fetched: dict[TP, list[Any]]) -> None:
+        try:
+            await handle(fetched)
+        finally:
+            handled.set()
+
+    processing = asyncio.create_task(
+        process_runs(feed, BatchGate(), consumer, handle_once, max_records=100, within=0)
+    )
+    async with asyncio.timeout(5):
+        await handled.wait()
+    # process_runs acknowledges (or raises) before it next waits, so before we run again.
+    processing.cancel()
+    with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+        await processing
+
+
+async def test_a_handled_batch_is_acknowledged_per_partition() -> None:
+    feed, consumer = BulkFeed(capacity=100), Consumer()
+    await feed.put([run(P0, 1, 2), run(P1, 5), run(P0, 3)], feed.epoch)
+    seen: list[dict[int, list[int]]] = []
+
+    async def handle(fetched: dict[TP, list[Any]]) -> None:
+        seen.append({tp.partition: [r.offset for r in rs] for tp, rs in fetched.items()})
+
+    await process_one_batch(feed, consumer, handle)
+
+    assert seen == [{0: [1, 2, 3], 1: [5]}]
+    assert sorted(consumer.acked) == [(0, [1, 2, 3]), (1, [5])]
+    assert consumer.read_again_from == []
+
+
+async def test_a_batch_whose_handler_fails_is_not_acknowledged_and_read_again() -> None:
+    feed, consumer = BulkFeed(capacity=100), Consumer()
+    await feed.put([run(P0, 7, 8), run(P1, 4)], feed.epoch)
+
+    async def handle(fetched: dict[TP, list[Any]]) -> None:
+        raise RuntimeError("the broker went away")
+
+    await process_one_batch(feed, consumer, handle)
+
+    assert consumer.acked == []
+    assert consumer.read_again_from == [{0: 7, 1: 4}]
