@@ -27,7 +27,7 @@ def result(**changes) -> BenchResult:
         latency=LatencyBench(
             1000.0, 990.0, 10.0, 10_000, 1000, 998, 0.3, 0.9, 1.2, (0.3, 0.9, 1.2)
         ),
-        memory=MemoryBench(1_000_000, 1200.0, 1100.0, 75.0, 900.0),
+        memory=MemoryBench(1_000_000, 1200.0, 1100.0, 75.0, 900.0, resume_s=12.5),
         deliveries=DeliveryBench(20_000, 5, 2100.0, 1500.0),
         emails_per_s=250.0,
     )
@@ -44,6 +44,7 @@ def test_every_figure_and_verdict_is_in_the_json(tmp_path):
     assert data["latency"]["p99_s"] == 0.9
     assert "samples" not in data["latency"]
     assert data["memory"]["recovery_s"] == 75
+    assert data["memory"]["resume_s"] == 12.5
     verdicts = {name: target["verdict"] for name, target in data["targets"].items()}
     assert verdicts == {
         "usage_over_ceiling": "not met",
@@ -75,6 +76,8 @@ def test_the_table_shows_each_target_and_verdict():
     for line in ("usage / ceiling", "skewed / uniform", "latency p99", "peak RSS", "recovery"):
         assert line in text
     assert "<= 1,500 MB at 1,000,000 keys" in text
+    assert "restart on its own data dir (RocksDB kept)" in text
+    assert "12.5 s" in text
     assert "not met" in text
 
 
