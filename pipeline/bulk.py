@@ -111,12 +111,14 @@ class BulkFeed:
         self._filled.set()
         return True
 
-    def clear(self) -> None:
-        """Drop every waiting run and make fetches under way stale."""
+    def clear(self) -> list[Run]:
+        """Drop every waiting run and make fetches under way stale; returns the dropped runs."""
         self.epoch += 1
+        dropped = list(self._runs)
         self._runs.clear()
         self._size = 0
         self._room.set()
+        return dropped
 
     async def take(self, max_records: int, within: float) -> Batch:
         """Wait for a run, then gather runs until there are ``max_records`` records (whole runs,

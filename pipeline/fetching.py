@@ -59,6 +59,8 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
 
     #: Topic name -> the feed its records go to, instead of faust's streams.
     bulk_feeds: Mapping[str, BulkFeed] = {}
+    #: Partitions read_again moved back, until the fetch under way then is handled.
+    _rewound: set[TP] = frozenset()  # type: ignore[assignment]
 
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
         if active_partitions is None:  # a client-only app reads everything
@@ -76,12 +78,15 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
             runs = [Run(tp, kept.pop(tp)) for tp in list(kept) if tp.topic == topic]
             if runs:
                 await self._feed(feed, runs, epochs[topic])
+        # The fetch under way when read_again ran (if any) is handled: forget what it moved.
+        self._rewound = set()
         return kept
 
     async def _feed(self, feed: BulkFeed, runs: list[Run], epoch: int) -> None:
         """Hand runs to their feed, doing for them what faust's fetch loop does per record:
         drop what is below the read offset, note skipped offsets as gaps."""
         fresh = []
+        skipped: list[tuple[TP, int, int]] = []
         for tp, fetched in runs:
             read = self._read_offset[tp]
             # As faust does: an offset equal to the read offset is handed on (the record at a
@@ -91,11 +96,21 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
                 continue
             contiguous = records[-1].offset - records[0].offset == len(records) - 1
             offsets = [records[0].offset] if contiguous else [r.offset for r in records]
-            for start, end in gaps(read, offsets):
-                await self._add_gap(tp, start, end - 1)
-            self._read_offset[tp] = records[-1].offset
+            skipped += [(tp, start, end) for start, end in gaps(read, offsets)]
             fresh.append(Run(tp, records))
-        await feed.put(fresh, epoch)
+        if await feed.put(fresh, epoch):
+            # Only now: a refused run may follow a move back, and its "gap" would be records.
+            for tp, start, end in skipped:
+                await self._add_gap(tp, start, end - 1)
+            for run in fresh:
+                self._read_offset[run.tp] = run.records[-1].offset
+        elif self.flow_active:
+            # Refused after read_again: fetched before it, these would be lost (the position
+            # has moved past them) unless read_again already moved their partition back.
+            for run in fresh:
+                if run.tp not in self._rewound:
+                    self._move_back(run.tp, run.records[0].offset)
+        # (Refused at a rebalance or a stop: faust reads again from the committed offsets.)
 
     def stop_flow(self) -> None:
         # A rebalance or a stop: faust clears its stream queues (flow_control.clear) and
@@ -105,15 +120,21 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
         super().stop_flow()
 
     def read_again(self, offsets: Mapping[TP, int]) -> None:
-        """Fetch these partitions again from these offsets: the feeds drop what they hold
-        (and what fetches under way bring), as at a rebalance."""
+        """Fetch these partitions again from these offsets. The feeds drop what they hold
+        (and a fetch under way has its runs refused), so every partition they held is moved
+        back to its first dropped record, and later records never overtake earlier ones."""
+        targets = dict(offsets)
         for feed in self.bulk_feeds.values():
-            feed.clear()
-        assigned = self.assignment()
-        for tp, offset in offsets.items():
-            if tp in assigned:  # a revoked partition is read by its new owner from the commit
-                self._thread.seek(tp, offset)
-                self._read_offset[tp] = offset
+            for tp, records in feed.clear():
+                targets[tp] = min(targets.get(tp, records[0].offset), records[0].offset)
+        for tp, offset in targets.items():
+            self._move_back(tp, offset)
+        self._rewound = set(targets)
+
+    def _move_back(self, tp: TP, offset: int) -> None:
+        if tp in self.assignment():  # a revoked partition is read by its new owner from the commit
+            self._thread.seek(tp, offset)
+            self._read_offset[tp] = offset
 
     def ack_offsets(self, tp: TP, offsets: Sequence[int]) -> None:
         """Acknowledge records of a bulk topic, as ``Consumer.ack`` does for one message."""

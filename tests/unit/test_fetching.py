@@ -1,12 +1,16 @@
 """pipeline.fetching: what faust's fetch returns for a partition that is not active any more
-is read again later, never dropped; the fetcher sees the partitions active when it was asked."""
+is read again later, never dropped; the fetcher sees the partitions active when it was asked;
+bulk records reach their feed, and what a feed drops is read again."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from faust.types import TP
 
+from pipeline.bulk import BulkFeed, Run
 from pipeline.fetching import LosslessFetchConsumer, put_back
 
 CHANGELOG = TP("app-usage-changelog", 0)
@@ -34,10 +38,13 @@ class ConsumerThread:
         self.active: set[TP] = set()
         self.asked_for: list[Any] = []
         self.seeks: list[tuple[TP, int]] = []
+        #: Runs while the fetch waits, as other tasks would.
+        self.during_fetch: Callable[[], None] = lambda: None
 
     async def getmany(self, partitions: Any, timeout: float) -> dict[TP, list[Record]]:
         self.asked_for.append(None if partitions is None else set(partitions))
         self.active -= self.pause
+        self.during_fetch()
         return dict(self.fetched)
 
     def assignment(self) -> set[TP]:
@@ -104,3 +111,62 @@ def test_put_back_keeps_the_wanted_and_rereads_the_rest_from_their_first_offset(
     kept, again = put_back(fetched, {REQUESTS})
     assert kept == {REQUESTS: fetched[REQUESTS]}
     assert again == {TRIGGERS: 9}
+
+
+def bulk_consumer(thread: ConsumerThread, active: set[TP], feed: BulkFeed) -> Any:
+    consumer = consumer_over(thread, active)
+    consumer.bulk_feeds = {REQUESTS.topic: feed}
+    consumer._read_offset = defaultdict(lambda: None)
+    consumer._committed_offset = defaultdict(lambda: None)
+    return consumer
+
+
+OTHER_REQUESTS = TP(REQUESTS.topic, 1)
+
+
+async def test_read_again_moves_back_every_partition_whose_runs_the_feed_dropped() -> None:
+    thread = ConsumerThread({}, assigned={REQUESTS, OTHER_REQUESTS}, pause=set())
+    feed = BulkFeed(capacity=100)
+    consumer = bulk_consumer(thread, {REQUESTS, OTHER_REQUESTS}, feed)
+    await feed.put(
+        [Run(REQUESTS, records(REQUESTS, 10, 3)), Run(OTHER_REQUESTS, records(REQUESTS, 5, 2))],
+        feed.epoch,
+    )
+
+    # The batch that failed held REQUESTS from offset 3; the feed held later runs of both.
+    consumer.read_again({REQUESTS: 3})
+
+    assert len(feed) == 0
+    assert sorted(thread.seeks) == [(REQUESTS, 3), (OTHER_REQUESTS, 5)]
+    assert (consumer._read_offset[REQUESTS], consumer._read_offset[OTHER_REQUESTS]) == (3, 5)
+
+
+async def test_a_fetch_refused_after_read_again_is_read_again_too() -> None:
+    fetched = {REQUESTS: records(REQUESTS, 20, 3), OTHER_REQUESTS: records(REQUESTS, 30, 2)}
+    thread = ConsumerThread(fetched, assigned={REQUESTS, OTHER_REQUESTS}, pause=set())
+    feed = BulkFeed(capacity=100)
+    active = {REQUESTS, OTHER_REQUESTS}
+    consumer = bulk_consumer(thread, active, feed)
+    # The batch fails while this fetch waits in the consumer thread.
+    thread.during_fetch = lambda: consumer.read_again({REQUESTS: 3})
+
+    await consumer._getmany(active, timeout=1.0)
+
+    assert len(feed) == 0  # fetched before read_again: refused
+    # REQUESTS was moved back to 3 already; OTHER_REQUESTS goes back to the refused run.
+    assert thread.seeks == [(REQUESTS, 3), (OTHER_REQUESTS, 30)]
+    assert consumer._rewound == set()
+
+
+async def test_an_accepted_fetch_moves_the_read_offsets_and_fills_the_feed() -> None:
+    fetched = {REQUESTS: records(REQUESTS, 20, 3)}
+    thread = ConsumerThread(fetched, assigned={REQUESTS}, pause=set())
+    feed = BulkFeed(capacity=100)
+    consumer = bulk_consumer(thread, {REQUESTS}, feed)
+
+    handed_to_streams = await consumer._getmany({REQUESTS}, timeout=1.0)
+
+    assert handed_to_streams == {}
+    assert consumer._read_offset[REQUESTS] == 22
+    assert [r.offset for r in (await feed.take(10, within=0)).runs[0].records] == [20, 21, 22]
+    assert thread.seeks == []
