@@ -7,7 +7,7 @@ import pathlib
 import socket
 import subprocess
 
-from pipeline.local import KAFKA_LOCAL
+from pipeline.local import KAFKA_LOCAL, free_port
 
 
 def kafka_local(local_broker, action: str) -> subprocess.CompletedProcess[str]:
@@ -58,8 +58,23 @@ def test_unknown_action_is_a_usage_error():
     assert "usage" in result.stderr
 
 
+def free_port_pair() -> int:
+    """A loopback port free now whose next port is free too (the broker's controller)."""
+    while True:
+        port = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
 def test_a_broker_started_and_stopped_leaves_no_process_behind(tmp_path):
-    env = {**os.environ, "KAFKA_PORT": "19192", "KAFKA_DATA": str(tmp_path)}
+    # Ports of its own: a fixed one failed whenever another broker (the suite's, run on
+    # another QP_TEST_KAFKA_PORT, or a developer's) held it.
+    port = free_port_pair()
+    env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_DATA": str(tmp_path)}
 
     def run(action: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -83,4 +98,4 @@ def test_a_broker_started_and_stopped_leaves_no_process_behind(tmp_path):
     assert not pathlib.Path(f"/proc/{pid}").exists()
     assert run("status").returncode == 1
     with socket.socket() as sock:
-        assert sock.connect_ex(("127.0.0.1", 19192)) != 0
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
