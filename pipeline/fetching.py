@@ -70,10 +70,8 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
         # What faust's getmany will yield, judged now: the fetch may have outlived a pause.
         wanted = self._get_active_partitions() | self._buffered_partitions
         kept, again = put_back(records, wanted)
-        assigned = self.assignment()
         for tp, offset in again.items():
-            if tp in assigned:  # a revoked partition is read by its new owner from the commit
-                self._thread.seek(tp, offset)
+            self._seek_back(tp, offset)
         for topic, feed in self.bulk_feeds.items():
             runs = [Run(tp, kept.pop(tp)) for tp in list(kept) if tp.topic == topic]
             if runs:
@@ -91,7 +89,10 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
             read = self._read_offset[tp]
             # As faust does: an offset equal to the read offset is handed on (the record at a
             # seek's offset); the applied_offsets marks drop it if it was applied already.
-            records = [r for r in fetched if read is None or r.offset >= read]
+            if read is None or fetched[0].offset >= read:  # the usual case: no copy
+                records = fetched
+            else:
+                records = [r for r in fetched if r.offset >= read]
             if not records:
                 continue
             contiguous = records[-1].offset - records[0].offset == len(records) - 1
@@ -132,9 +133,16 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
         self._rewound = set(targets)
 
     def _move_back(self, tp: TP, offset: int) -> None:
-        if tp in self.assignment():  # a revoked partition is read by its new owner from the commit
-            self._thread.seek(tp, offset)
+        """Fetch ``tp`` again from ``offset`` and hand on what comes from there."""
+        if self._seek_back(tp, offset):
             self._read_offset[tp] = offset
+
+    def _seek_back(self, tp: TP, offset: int) -> bool:
+        """Move the fetch position of ``tp`` back to ``offset``, if ``tp`` is still ours."""
+        if tp not in self.assignment():  # a revoked partition is read by its new owner
+            return False
+        self._thread.seek(tp, offset)
+        return True
 
     def ack_offsets(self, tp: TP, offsets: Sequence[int]) -> None:
         """Acknowledge records of a bulk topic, as ``Consumer.ack`` does for one message."""

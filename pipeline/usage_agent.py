@@ -55,7 +55,7 @@ def attach_usage_agents(pipeline: Pipeline) -> None:
         # the records come in bulk, through the feed (pipeline.bulk), not through ``stream``.
         async def apply_batch(fetched: dict[Any, list[Any]]) -> None:
             for tp, records in fetched.items():
-                await apply_requests(pipeline, tp.partition, records)
+                await apply_requests(tp.partition, records)
 
         await process_runs(
             pipeline.requests_feed,
@@ -66,7 +66,7 @@ def attach_usage_agents(pipeline: Pipeline) -> None:
             within=BATCH_WITHIN,
         )
 
-    async def apply_requests(pipeline: Pipeline, partition: int, fetched: list[Any]) -> None:
+    async def apply_requests(partition: int, fetched: list[Any]) -> None:
         """One partition's share of a batch: key usage and triggers, org partials, the mark."""
         mark = mark_key("requests", partition)
         source = SourceEvent.of(fetched[-1])
