@@ -108,9 +108,11 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
         elif self.flow_active:
             # Refused after read_again: fetched before it, these would be lost (the position
             # has moved past them) unless read_again already moved their partition back.
+            # The read offset stays at the last record handed on, so that offsets skipped
+            # before this run still become a gap when it is fetched again.
             for run in fresh:
                 if run.tp not in self._rewound:
-                    self._move_back(run.tp, run.records[0].offset)
+                    self._seek_back(run.tp, run.records[0].offset)
         # (Refused at a rebalance or a stop: faust reads again from the committed offsets.)
 
     def stop_flow(self) -> None:

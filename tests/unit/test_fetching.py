@@ -158,6 +158,28 @@ async def test_a_fetch_refused_after_read_again_is_read_again_too() -> None:
     assert consumer._rewound == set()
 
 
+async def test_offsets_skipped_before_a_refused_run_still_become_a_gap() -> None:
+    fetched = {OTHER_REQUESTS: records(REQUESTS, 30, 2)}
+    thread = ConsumerThread(fetched, assigned={REQUESTS, OTHER_REQUESTS}, pause=set())
+    feed = BulkFeed(capacity=100)
+    active = {REQUESTS, OTHER_REQUESTS}
+    consumer = bulk_consumer(thread, active, feed)
+    consumer._read_offset[OTHER_REQUESTS] = 25  # handed on up to 25; 26 to 29 are markers
+    thread.during_fetch = lambda: consumer.read_again({REQUESTS: 3})
+    await consumer._getmany(active, timeout=1.0)  # refused, moved back to 30
+    gaps_added: list[tuple[TP, int, int]] = []
+
+    async def add_gap(tp: TP, start: int, end: int) -> None:
+        gaps_added.append((tp, start, end))
+
+    consumer._add_gap = add_gap
+    thread.during_fetch = lambda: None
+    await consumer._getmany(active, timeout=1.0)  # fetched again from 30: accepted
+
+    assert gaps_added == [(OTHER_REQUESTS, 26, 29)]
+    assert consumer._read_offset[OTHER_REQUESTS] == 31
+
+
 async def test_an_accepted_fetch_moves_the_read_offsets_and_fills_the_feed() -> None:
     fetched = {REQUESTS: records(REQUESTS, 20, 3)}
     thread = ConsumerThread(fetched, assigned={REQUESTS}, pause=set())
