@@ -68,6 +68,8 @@ class Pipeline:
     gate: BatchGate
     #: The records of gateway.requests, read in bulk: see pipeline.bulk.
     requests_feed: BulkFeed
+    #: The records of quota.triggers, read in bulk by the delivery agent.
+    triggers_feed: BulkFeed
     #: Held while a batch goes from planned to written (its events are sent in between), so
     #: that session and org changes never land in that gap and get overwritten.
     key_writes: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -141,7 +143,9 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
     )
     gate = BatchGate()
     requests_feed = BulkFeed(capacity=REQUESTS_FEED_CAPACITY)
-    install_gate(app, gate, {names.requests: requests_feed})
+    # As many waiting as the delivery agent handles at once: enough to keep it busy.
+    triggers_feed = BulkFeed(capacity=settings.delivery.events_in_flight)
+    install_gate(app, gate, {names.requests: requests_feed, names.triggers: triggers_feed})
     return Pipeline(
         app=app,
         settings=settings,
@@ -149,4 +153,5 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
         tables=tables,
         gate=gate,
         requests_feed=requests_feed,
+        triggers_feed=triggers_feed,
     )

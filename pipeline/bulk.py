@@ -14,14 +14,16 @@ What faust does for its streams, the feed does too:
 - a rebalance (faust stops the flow and clears every stream queue, then reads again from the
   committed offsets) clears the feed and bumps its epoch; runs fetched under an older epoch are
   dropped, and so is a batch taken before it, if it is not being processed yet;
-- a full feed holds the fetcher back, as a full stream queue does.
+- a full feed holds the fetcher back, as a full stream queue does;
+- a rebalance and a graceful stop wait for the records an agent is still handling
+  (:class:`InFlight`), as faust waits for its streams' unacknowledged events.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -79,11 +81,45 @@ class Batch(NamedTuple):
     runs: list[Run]
 
 
+class InFlight:
+    """How many records taken from a feed are still being handled, one by one.
+
+    faust's ``Consumer.wait_empty`` (at every rebalance and graceful stop, before it commits)
+    waits until the events its streams handed out are acknowledged; records of a bulk topic
+    never were such events, so an agent that handles them one at a time counts them here,
+    and the consumer waits for this count too. Without it, a stop would commit without the
+    deliveries under way, and they would be made again after the restart.
+    """
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self) -> None:
+        self._count += 1
+        self._idle.clear()
+
+    def done(self) -> None:
+        self._count -= 1
+        if not self._count:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        """Return once no record is being handled."""
+        await self._idle.wait()
+
+
 class BulkFeed:
     """Fetched runs waiting for their agent; at most about ``capacity`` records."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
+        #: Records taken and handled one at a time, if the agent counts them.
+        self.in_flight = InFlight()
         #: Bumped by every :meth:`clear`; runs fetched before then are stale.
         self.epoch = 0
         self._runs: deque[Run] = deque()
@@ -157,3 +193,10 @@ def by_partition(runs: Sequence[Run]) -> dict[TP, list[Any]]:
     for run in runs:
         grouped.setdefault(run.tp, []).extend(run.records)
     return grouped
+
+
+def source_events(runs: Sequence[Run]) -> Iterator[SourceEvent]:
+    """The records of ``runs`` one by one, in the order they were fetched, as events."""
+    for run in runs:
+        for record in run.records:
+            yield SourceEvent.of(record)

@@ -122,6 +122,14 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
             feed.clear()
         super().stop_flow()
 
+    async def wait_empty(self) -> None:
+        # faust waits here (at a rebalance or a stop, before committing) for its streams'
+        # events to be acknowledged; records of bulk feeds still being handled count too.
+        for feed in self.bulk_feeds.values():
+            if not self.should_stop:
+                await feed.in_flight.idle()
+        await super().wait_empty()
+
     def read_again(self, offsets: Mapping[TP, int]) -> None:
         """Fetch these partitions again from these offsets. The feeds drop what they hold
         (and a fetch under way has its runs refused), so every partition they held is moved

@@ -14,7 +14,7 @@ from faust.types import TP
 
 from pipeline.acks import OrderedAcks
 from pipeline.app import Pipeline
-from pipeline.bulk import BulkFeed, SourceEvent, by_partition
+from pipeline.bulk import BulkFeed, SourceEvent, by_partition, source_events
 from pipeline.errors import InvalidRecord
 from pipeline.metrics import REJECTED
 from pipeline.rejections import rejection
@@ -143,33 +143,98 @@ async def decode_keyed(
     return decoded
 
 
+class ConcurrentHandlers:
+    """Each event handled in a task of its own, at most ``limit`` at a time, and acknowledged
+    (in its partition's order) once its handler returns."""
+
+    def __init__(
+        self,
+        limit: int,
+        handle: Callable[[Any], Awaitable[None]],
+        acks: OrderedAcks,
+        *,
+        finished: Callable[[], None] | None = None,
+    ) -> None:
+        self._slots = asyncio.Semaphore(limit)
+        self._handle = handle
+        self._acks = acks
+        self._finished = finished
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def slot(self) -> None:
+        """Wait for room for one more event; then :meth:`start` it or :meth:`give_back`."""
+        await self._slots.acquire()
+
+    def give_back(self) -> None:
+        self._slots.release()
+
+    def start(self, event: Any) -> None:
+        self._acks.arrived(event)
+        task = asyncio.create_task(self._guarded(event))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    def cancel(self) -> None:
+        for task in self._running:
+            task.cancel()
+
+    async def _guarded(self, event: Any) -> None:
+        try:
+            await self._handle(event)
+            await self._acks.finished(event)
+        except Exception:  # one event's bug must not stop the others; its offset stays put
+            log.exception("delivery handler failed")
+        finally:
+            self._slots.release()
+            if self._finished is not None:
+                self._finished()
+
+
 async def run_bounded(
     events: AsyncIterator[Any],
     limit: int,
     handle: Callable[[Any], Awaitable[None]],
     acks: OrderedAcks,
 ) -> None:
-    """Handle each event in a task of its own, at most ``limit`` at a time; acknowledge each
-    (in its partition's order) once its handler returns."""
-    slots = asyncio.Semaphore(limit)
-    running: set[asyncio.Task[None]] = set()
-
-    async def guarded(event: Any) -> None:
-        try:
-            await handle(event)
-            await acks.finished(event)
-        except Exception:  # one event's bug must not stop the others; its offset stays put
-            log.exception("delivery handler failed")
-        finally:
-            slots.release()
-
+    """Handle each event of a faust stream concurrently (see :class:`ConcurrentHandlers`)."""
+    handlers = ConcurrentHandlers(limit, handle, acks)
     try:
         async for event in events:
-            await slots.acquire()
-            acks.arrived(event)
-            task = asyncio.create_task(guarded(event))
-            running.add(task)
-            task.add_done_callback(running.discard)
+            await handlers.slot()
+            handlers.start(event)
     finally:
-        for task in running:
-            task.cancel()
+        handlers.cancel()
+
+
+async def handle_each(
+    feed: BulkFeed,
+    consumer: Any,
+    handle: Callable[[Any], Awaitable[None]],
+    *,
+    limit: int,
+    max_records: int,
+) -> None:
+    """Handle each record of a bulk feed concurrently, as :func:`run_bounded` does a stream's
+    events, and acknowledge it through faust's bookkeeping (in its partition's order).
+
+    Records being handled are counted in ``feed.in_flight``, which rebalances and stops wait
+    for. Records taken before a rebalance and not started are dropped, as faust drops its
+    stream queues: the partitions are read again from their committed offsets.
+    """
+
+    async def ack(event: Any) -> None:
+        consumer.ack_offsets(event.message.tp, (event.message.offset,))
+
+    handlers = ConcurrentHandlers(limit, handle, OrderedAcks(ack), finished=feed.in_flight.done)
+    try:
+        while True:
+            batch = await feed.take(max_records, within=0)
+            for event in source_events(batch.runs):
+                await handlers.slot()
+                if batch.epoch != feed.epoch:
+                    handlers.give_back()
+                    break
+                feed.in_flight.add()  # before any await: a rebalance now waits for it
+                handlers.start(event)
+    finally:
+        handlers.cancel()

@@ -11,9 +11,9 @@ from typing import Any, NamedTuple
 import pytest
 from faust.types import TP
 
-from pipeline.bulk import BulkFeed, Run, SourceEvent, by_partition
+from pipeline.bulk import BulkFeed, InFlight, Run, SourceEvent, by_partition
 from pipeline.fetching import gaps
-from pipeline.streams import process_runs
+from pipeline.streams import handle_each, process_runs
 from pipeline.transactions import BatchGate
 
 P0 = TP("gateway.requests", 0)
@@ -205,3 +205,107 @@ async def test_a_batch_whose_handler_fails_is_not_acknowledged_and_read_again() 
 
     assert consumer.acked == []
     assert consumer.read_again_from == [{0: 7, 1: 4}]
+
+
+class Handling:
+    """A handler for handle_each whose calls finish when the test says so."""
+
+    def __init__(self, fails: set[int] = frozenset()) -> None:
+        self.started: list[int] = []
+        self.release: dict[int, asyncio.Event] = {}
+        self.fails = fails
+        self.changed = asyncio.Event()
+
+    async def __call__(self, event: Any) -> None:
+        offset = event.message.offset
+        self.started.append(offset)
+        self.release[offset] = asyncio.Event()
+        self.changed.set()
+        await self.release[offset].wait()
+        if offset in self.fails:
+            raise RuntimeError("a bug in the handler")
+
+    async def until_started(self, count: int) -> None:
+        async with asyncio.timeout(5):
+            while len(self.started) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@contextlib.asynccontextmanager
+async def handling_each(feed: BulkFeed, consumer: Consumer, handle: Handling, limit: int = 10):
+    task = asyncio.create_task(handle_each(feed, consumer, handle, limit=limit, max_records=100))
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class WatchedInFlight(InFlight):
+    """Lets a test wait for the count to come down to a given number."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = asyncio.Event()
+
+    def done(self) -> None:
+        super().done()
+        self._changed.set()
+
+    async def down_to(self, count: int) -> None:
+        while len(self) > count:
+            self._changed.clear()
+            await self._changed.wait()
+
+
+async def test_records_handled_out_of_order_are_acknowledged_in_partition_order() -> None:
+    feed, consumer, handle = BulkFeed(capacity=100), Consumer(), Handling()
+    feed.in_flight = WatchedInFlight()
+    await feed.put([run(P0, 1, 2, 3), run(P1, 8)], feed.epoch)
+
+    async with handling_each(feed, consumer, handle):
+        await handle.until_started(4)
+        assert len(feed.in_flight) == 4
+        for offset in (3, 2, 8):
+            handle.release[offset].set()
+        async with asyncio.timeout(5):
+            await feed.in_flight.down_to(1)  # the released ones have finished
+        assert consumer.acked == [(1, [8])]  # 2 and 3 wait for 1
+
+        handle.release[1].set()
+        async with asyncio.timeout(5):
+            await feed.in_flight.idle()
+
+    assert consumer.acked == [(1, [8]), (0, [1]), (0, [2]), (0, [3])]
+
+
+async def test_records_taken_before_a_rebalance_and_not_started_are_left_to_read_again() -> None:
+    feed, consumer, handle = BulkFeed(capacity=100), Consumer(), Handling()
+    await feed.put([run(P0, 1, 2, 3)], feed.epoch)
+
+    async with handling_each(feed, consumer, handle, limit=1):
+        await handle.until_started(1)
+        feed.clear()  # a rebalance: faust reads again from the committed offsets
+        handle.release[1].set()
+        async with asyncio.timeout(5):
+            await feed.in_flight.idle()
+        await feed.put([run(P0, 1)], feed.epoch)  # read again
+        await handle.until_started(2)
+
+    assert handle.started == [1, 1]  # 2 and 3 were dropped, not handled
+
+
+async def test_a_failing_handler_holds_back_its_partition_but_not_the_rebalance() -> None:
+    feed, consumer, handle = BulkFeed(capacity=100), Consumer(), Handling(fails={1})
+    await feed.put([run(P0, 1, 2), run(P1, 5)], feed.epoch)
+
+    async with handling_each(feed, consumer, handle):
+        await handle.until_started(3)
+        for release in handle.release.values():
+            release.set()
+        async with asyncio.timeout(5):
+            await feed.in_flight.idle()  # what a rebalance waits for
+
+    assert consumer.acked == [(1, [5])]  # 1 failed: neither it nor 2 may be committed

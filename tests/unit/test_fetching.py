@@ -4,11 +4,15 @@ bulk records reach their feed, and what a feed drops is read again."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from faust.types import TP
+from mode.services import Diag
+from mode.utils.logging import CompositeLogger
 
 from pipeline.bulk import BulkFeed, Run
 from pipeline.fetching import LosslessFetchConsumer, put_back
@@ -192,3 +196,35 @@ async def test_an_accepted_fetch_moves_the_read_offsets_and_fills_the_feed() -> 
     assert consumer._read_offset[REQUESTS] == 22
     assert [r.offset for r in (await feed.take(10, within=0)).runs[0].records] == [20, 21, 22]
     assert thread.seeks == []
+
+
+class StoppingConsumer(LosslessFetchConsumer):
+    """Enough of a consumer for wait_empty: no stream events waiting, commits recorded."""
+
+    should_stop = False  # type: ignore[assignment]
+
+    def __init__(self, feed: BulkFeed) -> None:
+        self.bulk_feeds = {REQUESTS.topic: feed}
+        self.diag = Diag(self)
+        self.log = CompositeLogger(logging.getLogger(__name__))
+        self._unacked_messages = set()
+        self.ended_transactions = 0
+
+    async def commit_and_end_transactions(self) -> None:
+        self.ended_transactions += 1
+
+
+async def test_a_rebalance_or_stop_waits_for_bulk_records_still_being_handled() -> None:
+    feed = BulkFeed(capacity=100)
+    consumer = StoppingConsumer(feed)
+    feed.in_flight.add()
+
+    waiting = asyncio.create_task(consumer.wait_empty())
+    done, _ = await asyncio.wait({waiting}, timeout=0.05)
+    assert not done
+    assert consumer.ended_transactions == 0  # nothing committed while a delivery is under way
+
+    feed.in_flight.done()
+    async with asyncio.timeout(5):
+        await waiting
+    assert consumer.ended_transactions == 1
