@@ -35,7 +35,7 @@ from pipeline.bench_delivery import (
 )
 from pipeline.bench_latency import LatencyBench, run_latency_bench
 from pipeline.bench_memory import MemoryBench, run_memory_bench
-from pipeline.bench_plan import HEAVY_SHARE, OrgLayout, plan_load
+from pipeline.bench_plan import CROSSING_EVERY, HEAVY_SHARE, OrgLayout, plan_load
 from pipeline.bench_usage import UsageRun, ceiling, usage_run
 from pipeline.config import Settings
 from pipeline.demo import remove_topics
@@ -58,6 +58,8 @@ class BenchOptions:
     exponent: float | None = None
     #: Seconds of steady load in the latency run; 0 skips it.
     latency_seconds: float = 10.0
+    #: One record in this many of the latency run crosses a threshold.
+    crossing_every: int = CROSSING_EVERY
     #: Keys of the memory run; 0 skips it.
     active_keys: int = 0
     deliveries: int = 0
@@ -129,6 +131,7 @@ async def run_bench(options: BenchOptions) -> BenchResult:
             seconds=options.latency_seconds,
             background_keys=options.keys,
             workers=options.workers,
+            crossing_every=options.crossing_every,
         )
     if options.active_keys:
         memory = await run_memory_bench(config, workdir, options.active_keys)

@@ -2,7 +2,7 @@
 webhook arriving at a local receiver, at a steady load of half the usage stage's measured rate.
 
 One org (unlimited, so it never fires itself) has its ``trigger_event.webhook`` at a receiver in
-this process. Background keys have a quota they never reach; one record in ``CROSSING_EVERY``
+this process. Background keys have a quota they never reach; one record in ``crossing_every``
 goes to a fresh crossing key whose quota is 1 with the single threshold 100, so that record
 fires exactly one trigger. Its key pairs the webhook (the body's ``key``) with the moment the
 record was handed to the producer; both are read on this event loop's monotonic clock.
@@ -22,7 +22,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from pipeline.bench_delivery import derived_config
-from pipeline.bench_plan import CROSSING_EVERY, crossing_keys, latency_record, percentile
+from pipeline.bench_plan import crossing_keys, latency_record, percentile
 from pipeline.bench_usage import start_workers, stop_workers, worker_configs
 from pipeline.config import Settings
 from pipeline.demo import remove_topics
@@ -60,6 +60,8 @@ class LatencyBench:
     records: int
     #: Threshold-crossing records among them: the webhooks expected.
     crossings: int
+    #: One record in this many crosses.
+    crossing_every: int
     #: Webhooks that arrived and were paired with their record.
     matched: int
     p50_s: float
@@ -85,10 +87,11 @@ async def run_latency_bench(
     seconds: float,
     background_keys: int,
     workers: int,
+    crossing_every: int,
 ) -> LatencyBench:
     """The whole latency run, with its own app id and topics derived from ``base``."""
-    records = max(round(rate * seconds), 10 * CROSSING_EVERY)  # ten crossings at least
-    crossings = crossing_keys(records)
+    records = max(round(rate * seconds), 10 * crossing_every)  # ten crossings at least
+    crossings = crossing_keys(records, crossing_every)
     config = derived_config(base, "latency")
     settings = Settings.model_validate(config)
     await create_topics(settings, contract_topics(settings), settings.kafka.partitions)
@@ -104,7 +107,9 @@ async def run_latency_bench(
             running = await start_workers(worker_configs(config, workers), workdir, "latency")
             try:
                 await wait_committed(settings, settings.topics.sessions, len(sessions), 600)
-                sent_at, took = await produce_steadily(settings, records, rate, background_keys)
+                sent_at, took = await produce_steadily(
+                    settings, records, rate, background_keys, crossing_every
+                )
                 with contextlib.suppress(TimeoutError):
                     await receiver.wait_for(crossings, timeout=DRAIN_TIMEOUT)
             finally:
@@ -122,6 +127,7 @@ async def run_latency_bench(
         seconds=records / rate,
         records=records,
         crossings=crossings,
+        crossing_every=crossing_every,
         matched=len(latencies),
         p50_s=percentile(latencies, 50),
         p99_s=percentile(latencies, 99),
@@ -131,7 +137,7 @@ async def run_latency_bench(
 
 
 async def produce_steadily(
-    settings: Settings, records: int, rate: float, background_keys: int
+    settings: Settings, records: int, rate: float, background_keys: int, crossing_every: int
 ) -> tuple[dict[str, float], float]:
     """Produce ``records`` records at ``rate`` per second; returns when each crossing record
     was handed to the producer, by key (event loop time), and the seconds it all took."""
@@ -146,7 +152,7 @@ async def produce_steadily(
         while index < records:
             due = min(records, int((loop.time() - started) * rate) + 1)
             for i in range(index, due):
-                is_crossing, number = latency_record(i, background_keys)
+                is_crossing, number = latency_record(i, background_keys, crossing_every)
                 key = crossing_key(number) if is_crossing else background_key(number)
                 # ts is the wall clock: the record is as fresh as a gateway's.
                 value = orjson.dumps({"ts": time.time(), "org_id": ORG, "key": key, "count": 1})

@@ -17,8 +17,10 @@ from typing import Literal, NamedTuple, TypeAlias
 HEAVY_SHARE = 0.9
 #: Each record counts 1 to this many requests: gateways pre-aggregate (RequestCount.count).
 COUNT_MAX = 10
-#: In the latency run, one record in this many is a threshold-crossing one.
-CROSSING_EVERY = 10
+#: In the latency run, one record in this many is a threshold-crossing one (``--crossing-every``).
+#: Real keys cross a few thresholds per quota period, so crossings are rare beside the records
+#: that count: one in 100 at half the usage rate is still 100 webhooks/s.
+CROSSING_EVERY = 100
 
 Verdict: TypeAlias = Literal["met", "not met", "n/a"]
 
@@ -123,20 +125,20 @@ def plan_load(
         yield PlannedRecord(key, layout.org_of(key), rng.randint(1, COUNT_MAX))
 
 
-def latency_record(index: int, background_keys: int) -> tuple[bool, int]:
+def latency_record(index: int, background_keys: int, every: int) -> tuple[bool, int]:
     """The ``index``-th record of the latency run: (crossing, key index).
 
-    Every ``CROSSING_EVERY``-th record goes to a fresh crossing key (quota 1, so that record
-    fires its one threshold); the others go round robin to background keys that never cross.
+    Every ``every``-th record goes to a fresh crossing key (quota 1, so that record fires its
+    one threshold); the others go round robin to background keys that never cross.
     """
-    if index % CROSSING_EVERY == CROSSING_EVERY - 1:
-        return True, index // CROSSING_EVERY
+    if index % every == every - 1:
+        return True, index // every
     return False, index % background_keys
 
 
-def crossing_keys(records: int) -> int:
+def crossing_keys(records: int, every: int) -> int:
     """How many crossing records (and keys) ``records`` records of the latency run hold."""
-    return records // CROSSING_EVERY
+    return records // every
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -74,7 +74,8 @@ def rows(result: BenchResult) -> list[Row]:
         load = (
             f"at {latency.produced_per_s:,.0f} of {latency.rate_per_s:,.0f} records/s asked, "
             f"{latency.seconds:.0f} s, "
-            f"{latency.matched} of {latency.crossings} webhooks"
+            f"{latency.matched} of {latency.crossings} webhooks, "
+            f"1 record in {latency.crossing_every:,} crossing"
         )
         out += [
             Row(f"latency p50 ({load})", f"{latency.p50_s * 1000:,.0f} ms"),

@@ -114,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds of steady load at half the usage rate for latency; 0 skips (10)",
     )
     bench.add_argument(
+        "--crossing-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="one record in N of the latency run crosses a threshold (100)",
+    )
+    bench.add_argument(
         "--active-keys",
         type=int,
         default=None,
@@ -197,7 +204,7 @@ def run_bench_command(args: argparse.Namespace, settings: Settings) -> int:
     import importlib.util
 
     from pipeline.bench import BenchOptions, bench
-    from pipeline.bench_plan import parse_skew
+    from pipeline.bench_plan import CROSSING_EVERY, parse_skew
 
     if min(args.records, args.keys, args.orgs, args.partitions, args.workers) < 1:
         raise UsageError("--records, --keys, --orgs, --partitions and --workers must be at least 1")
@@ -205,6 +212,8 @@ def run_bench_command(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--workers must not exceed --partitions: a worker needs a partition")
     if args.latency_seconds < 0 or (args.active_keys or 0) < 0:
         raise UsageError("--latency-seconds and --active-keys must not be negative")
+    if args.crossing_every is not None and args.crossing_every < 1:
+        raise UsageError("--crossing-every must be at least 1")
     try:
         exponent = None if args.skew is None else parse_skew(args.skew)
     except ValueError as exc:
@@ -220,6 +229,7 @@ def run_bench_command(args: argparse.Namespace, settings: Settings) -> int:
         skew=args.skew,
         exponent=exponent,
         latency_seconds=args.latency_seconds,
+        crossing_every=args.crossing_every or CROSSING_EVERY,
         active_keys=args.keys if args.active_keys is None else args.active_keys,
         deliveries=args.deliveries,
         emails=args.emails,

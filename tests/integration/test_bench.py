@@ -48,6 +48,7 @@ async def test_bench_runs_at_a_tiny_size_and_writes_its_json_and_plot(kafka_boot
         "--workers": "2",
         "--skew": "zipf:1.2",
         "--latency-seconds": "2",
+        "--crossing-every": "10",
         "--active-keys": "200",
         "--deliveries": "50",
         "--emails": "20",
@@ -97,6 +98,8 @@ async def test_bench_runs_at_a_tiny_size_and_writes_its_json_and_plot(kafka_boot
         assert latency[figure] > 0, figure
     assert latency["p50_s"] <= latency["p99_s"] <= latency["max_s"]
     assert latency["matched"] <= latency["crossings"] < latency["records"]
+    assert latency["crossing_every"] == 10
+    assert latency["crossings"] == latency["records"] // 10
     memory = result["memory"]
     assert memory["active_keys"] == 200
     for figure in ("peak_rss_mb", "rss_mb", "recovery_s", "recovered_peak_rss_mb"):
@@ -130,6 +133,7 @@ async def test_bench_runs_at_a_tiny_size_and_writes_its_json_and_plot(kafka_boot
         (["--skew", "zipf:0"], "S > 0"),
         (["--skew", "uniform"], "zipf:S"),
         (["--workers", "3", "--partitions", "2"], "--workers must not exceed --partitions"),
+        (["--crossing-every", "0"], "--crossing-every must be at least 1"),
     ],
 )
 async def test_bench_refuses_bad_arguments_in_one_line(arguments, message):

@@ -105,10 +105,11 @@ def test_the_plan_is_the_same_for_the_same_seed():
     assert list(plan_load(100, layout, seed=7)) == list(plan_load(100, layout, seed=7))
 
 
-def test_latency_records_cross_once_in_every_tenth_on_fresh_keys():
-    plan = [latency_record(i, background_keys=7) for i in range(10 * CROSSING_EVERY)]
+@pytest.mark.parametrize("every", [1, 10, CROSSING_EVERY])
+def test_latency_records_cross_once_in_every_nth_on_fresh_keys(every: int):
+    plan = [latency_record(i, background_keys=7, every=every) for i in range(10 * every)]
     crossing = [key for is_crossing, key in plan if is_crossing]
-    assert crossing == list(range(10)) == list(range(crossing_keys(len(plan))))
+    assert crossing == list(range(10)) == list(range(crossing_keys(len(plan), every)))
     assert all(0 <= key < 7 for is_crossing, key in plan if not is_crossing)
 
 

@@ -25,7 +25,7 @@ def result(**changes) -> BenchResult:
         skewed=UsageRun(records=1000, requests=5400, seconds=0.6),
         heavy_share=0.9,
         latency=LatencyBench(
-            1000.0, 990.0, 10.0, 10_000, 1000, 998, 0.3, 0.9, 1.2, (0.3, 0.9, 1.2)
+            1000.0, 990.0, 10.0, 10_000, 1000, 10, 998, 0.3, 0.9, 1.2, (0.3, 0.9, 1.2)
         ),
         memory=MemoryBench(1_000_000, 1200.0, 1100.0, 75.0, 900.0, resume_s=12.5),
         deliveries=DeliveryBench(20_000, 5, 2100.0, 1500.0),
