@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from email.utils import format_datetime
 
 import pytest
 
@@ -140,3 +142,46 @@ def test_request_survives_the_json_round_trip() -> None:
 def test_a_damaged_job_is_a_permanent_error(raw: bytes, reason: str) -> None:
     with pytest.raises(PermanentDeliveryError, match=reason):
         EmailRequest.from_json(raw)
+
+
+def standard_build(request: EmailRequest, boundary: str) -> bytes:
+    """The same message built with the standard library's own policy.SMTP, nothing shared."""
+    sender, recipient = addresses(request)
+    message = EmailMessage(policy=policy.SMTP)
+    message["From"] = sender
+    message["To"] = recipient
+    message["Subject"] = request.subject
+    message["Date"] = format_datetime(datetime.fromtimestamp(NOW, tz=UTC))
+    message["Message-ID"] = message_id(request)
+    message[EVENT_ID_HEADER] = request.event_id
+    message.set_content(request.text, subtype="plain")
+    message.make_alternative(boundary=boundary)
+    message.add_alternative(request.html, subtype="html")
+    return message.as_bytes()
+
+
+def test_headers_shared_between_messages_change_no_byte_of_any_of_them() -> None:
+    # Senders, recipients and MIME headers repeat from email to email and are parsed and
+    # folded once; every message must still be exactly what the standard library makes.
+    requests = [
+        make_request(),
+        make_request(to="ops@example.com", subject="Ünïcödé " * 12, event_id="b"),
+        make_request(from_name='Ops <Desk>, "quoted"', text="é" * 300, html="<b>" * 40),
+        make_request(),  # everything repeated
+    ]
+    for request in requests:
+        built = build_message(request, now=NOW)
+        boundary = built.get_boundary()
+        assert boundary is not None
+        assert built.as_bytes() == standard_build(request, boundary)
+
+
+def test_every_message_has_a_boundary_of_its_own_that_no_part_contains() -> None:
+    messages = [build_message(make_request(), now=NOW) for _ in range(3)]
+    boundaries = {message.get_boundary() for message in messages}
+    assert len(boundaries) == 3
+    for message in messages:
+        boundary = message.get_boundary()
+        assert boundary is not None
+        for part in message.iter_parts():
+            assert boundary not in part.as_string()
