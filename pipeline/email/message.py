@@ -124,6 +124,10 @@ class _FoldedOnce(BaseHeader):
         return folded[1]
 
 
+#: Headers whose values repeat from email to email (a subject, a date or an id never does).
+_REPEATING = frozenset(("from", "to", "mime-version", "content-type", "content-transfer-encoding"))
+
+
 class _ReusedHeaders(HeaderRegistry):
     """The standard registry, but each header class is made once, and a header whose value was
     seen before is parsed once.
@@ -139,11 +143,11 @@ class _ReusedHeaders(HeaderRegistry):
         return super().__getitem__(name.lower())
 
     def __call__(self, name: str, value: Any) -> BaseHeader:
-        if type(value) is str:
+        if type(value) is str and name.lower() in _REPEATING:
             return self._parsed(name, value)
         return super().__call__(name, value)
 
-    @functools.lru_cache(maxsize=4096)  # noqa: B019 - as above
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - as above
     def _parsed(self, name: str, value: str) -> BaseHeader:
         return super().__call__(name, value)
 
