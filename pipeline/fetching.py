@@ -25,6 +25,7 @@ from time import monotonic
 from typing import Any
 
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
+from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
 from faust.types import TP
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
@@ -156,6 +157,9 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
 
     def ack_offsets(self, tp: TP, offsets: Sequence[int]) -> None:
         """Acknowledge records of a bulk topic, as ``Consumer.ack`` does for one message."""
+        # The partition keys what faust commits; under exactly_once it goes to aiokafka's
+        # send_offsets_to_transaction as it is, which refuses anything but aiokafka's own type.
+        tp = ensure_aiokafka_TP(tp)
         with ack_lock:
             committed = self._committed_offset[tp]
             index = self._acked_index[tp]

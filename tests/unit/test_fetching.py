@@ -8,8 +8,10 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
+from aiokafka import TopicPartition
 from faust.types import TP
 from mode.services import Diag
 from mode.utils.logging import CompositeLogger
@@ -228,3 +230,29 @@ async def test_a_rebalance_or_stop_waits_for_bulk_records_still_being_handled() 
     async with asyncio.timeout(5):
         await waiting
     assert consumer.ended_transactions == 1
+
+
+def acking_consumer() -> Any:
+    consumer = object.__new__(LosslessFetchConsumer)
+    consumer._committed_offset = defaultdict(lambda: None)
+    consumer._acked_index = defaultdict(set)
+    consumer._acked = defaultdict(list)
+    consumer._n_acked = 0
+    consumer._waiting_for_ack = None
+    consumer.app = SimpleNamespace(monitor=None)
+    return consumer
+
+
+def test_acknowledged_offsets_are_kept_under_aiokafkas_own_partition_type() -> None:
+    # Under exactly_once faust hands these keys to send_offsets_to_transaction, which refuses
+    # faust's TP: the worker crashed at its first commit after a delivery.
+    consumer = acking_consumer()
+
+    consumer.ack_offsets(TRIGGERS, [4, 5])
+    consumer.ack_offsets(TRIGGERS, [5, 6])  # one repeated: counted once
+
+    (key,) = consumer._acked
+    assert type(key) is TopicPartition
+    assert key == TopicPartition(TRIGGERS.topic, TRIGGERS.partition)
+    assert consumer._acked[key] == [4, 5, 6]
+    assert consumer._n_acked == 3
