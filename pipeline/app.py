@@ -105,6 +105,7 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         # and the triggers waiting in them, move to the survivors that much sooner.
         "broker_session_timeout": 10.0,
         "broker_heartbeat_interval": 3.0,
+        "table_standby_replicas": settings.kafka.standby_replicas,
     }
     options.update(overrides)
     return faust.App(settings.app_id, **options)

@@ -55,6 +55,13 @@ class KafkaSettings(_Section):
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "at_least_once"
     #: Seconds between commits (transactions): bounds how long a consumer waits for a trigger.
     commit_interval: float = Field(default=0.5, gt=0)
+    #: Workers that keep a warm copy of each table partition besides its owner (faust's
+    #: table_standby_replicas). 0, as in Kafka Streams: a standby reads every changelog record
+    #: of the partitions it backs, one by one through faust's per-record path, in the same loop
+    #: that fetches the requests; with 2 workers that held p99 latency at several seconds. A
+    #: partition that moves is then recovered from its changelog (or from the tail only, when
+    #: the worker held it before and kept its data dir).
+    standby_replicas: int = Field(default=0, ge=0)
 
 
 class TopicNames(_Section):

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.app import create_app
 from pipeline.config import MonitorConfig, Settings, load_settings
 from pipeline.errors import ConfigError
 
@@ -483,3 +484,12 @@ def test_settings_class_reads_only_qp_variables(monkeypatch: pytest.MonkeyPatch)
 
     assert settings.app_id == "quota-pipeline"
     assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"
+
+
+@pytest.mark.parametrize(("configured", "standbys"), [({}, 0), ({"standby_replicas": 1}, 1)])
+def test_standby_replicas_reach_the_faust_app(configured: dict[str, int], standbys: int) -> None:
+    settings = Settings.model_validate({"kafka": configured})
+
+    app = create_app(settings)
+
+    assert app.conf.table_standby_replicas == standbys
