@@ -23,7 +23,13 @@ from rocksdict import AccessType, Options, Rdict
 
 from pipeline.loader import publish
 from pipeline.local import free_port
-from tests.integration.conftest import produce, read_to_end, request_count, wait_for_table
+from tests.integration.conftest import (
+    poll,
+    produce,
+    read_to_end,
+    request_count,
+    wait_for_table,
+)
 
 TABLES = ["sessions", "key_usage", "orgs", "org_usage", "applied_offsets"]
 #: faust's key for a partition's last applied changelog offset in each RocksDB.
@@ -93,16 +99,11 @@ async def abort_a_transaction(settings: Any) -> None:
         await producer.stop()
 
 
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
-async def test_a_worker_without_its_data_dir_recovers_exactly_the_changelogs(
-    guarantee, make_config, topics_of, start_worker
-):
-    config = make_config(kafka={"processing_guarantee": guarantee})
-    settings = await topics_of(config)
+async def load(settings: Any) -> None:
+    """The sessions and the usage of the module's docstring, through a running worker, each
+    round in the changelogs before the next."""
     sessions_topic = settings.topics.sessions
     await publish(settings, sessions_topic, [(DELETED, session(100))])
-    worker = await start_worker(config)
     # Rounds, each in the changelogs before the next: every updated key has records all along
     # the log, between the keys written once, so an old record applied late shows.
     chunk = len(ONCE) // (ROUNDS - 1)
@@ -133,6 +134,17 @@ async def test_a_worker_without_its_data_dir_recovers_exactly_the_changelogs(
     await wait_for_table(
         settings, "sessions", lambda s: s.keys() == {*ONCE, *UPDATED} and DELETED not in s
     )
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+async def test_a_worker_without_its_data_dir_recovers_exactly_the_changelogs(
+    guarantee, make_config, topics_of, start_worker
+):
+    config = make_config(kafka={"processing_guarantee": guarantee})
+    settings = await topics_of(config)
+    worker = await start_worker(config)
+    await load(settings)
     assert worker.stop() == 0
     if guarantee == "exactly_once":
         await abort_a_transaction(settings)
@@ -159,3 +171,43 @@ async def test_a_worker_without_its_data_dir_recovers_exactly_the_changelogs(
         for key, value in keys.items()
     }
     assert usage == dict.fromkeys(BUSY, REQUESTS // len(BUSY))
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+async def test_two_workers_without_data_dirs_recover_actives_and_standbys_exactly(
+    guarantee, make_config, topics_of, start_worker
+):
+    config = make_config(kafka={"processing_guarantee": guarantee})
+    settings = await topics_of(config)
+    worker = await start_worker(config)
+    await load(settings)
+    assert worker.stop() == 0
+    if guarantee == "exactly_once":
+        await abort_a_transaction(settings)
+    expected = {table: await changelog_state(settings, table) for table in TABLES}
+
+    # Both without local state. Each ends with one partition of each table active and the
+    # other as a standby (faust's one standby replica), so both come to hold every partition.
+    shutil.rmtree(config["data_dir"])
+    configs = [
+        {**config, "web": {"port": free_port()}, "data_dir": f"{config['data_dir']}-{n}"}
+        for n in (1, 2)
+    ]
+    workers = [await start_worker(c, name=f"worker-{n}") for n, c in enumerate(configs)]
+    for started in workers:
+        await started.wait_ready(timeout=120)
+
+    async def holds_everything(data_dir: str) -> bool:
+        # RocksDB opened read-only beside the worker that writes it.
+        return all(stored_state(data_dir, table) == expected[table] for table in TABLES)
+
+    for c in configs:
+        await poll(lambda data_dir=c["data_dir"]: holds_everything(data_dir), timeout=60)
+    for started in workers:
+        assert started.stop() == 0
+    for table in TABLES:
+        now = await changelog_state(settings, table)
+        assert now == expected[table], table  # the workers wrote nothing since
+        for c in configs:
+            assert stored_state(c["data_dir"], table) == now, (c["data_dir"], table)
