@@ -19,6 +19,7 @@ from pipeline.recovery import (
     set_offsets,
     unseen,
 )
+from tests.unit.test_fetching import ConsumerThread, consumer_over
 
 ACTIVE = TP("app-key_usage-changelog", 0)
 STANDBY = TP("app-key_usage-changelog", 1)
@@ -190,3 +191,117 @@ async def test_the_end_wakes_the_waiting_recovery_and_leaves_nothing_set() -> No
     # The next rebalance's wait must not find it set.
     assert not recovery.signal_recovery_end.is_set()
     assert not end_recovery_if_done(recovery)
+
+
+class FetchedRecord(NamedTuple):
+    offset: int
+    key: bytes
+    value: bytes | None
+
+
+class Tables:
+    def __init__(self, recovery: Recovery) -> None:
+        self.recovery = recovery
+        self.changelog_topics = {ACTIVE.topic}
+
+
+class App:
+    def __init__(self, recovery: Recovery) -> None:
+        self.tables = Tables(recovery)
+        self.consumer_generation_id = 1
+
+
+class KafkaConsumer:
+    """aiokafka's consumer, as far as positions go."""
+
+    def __init__(self, positions: dict[TP, int]) -> None:
+        self.positions = positions
+
+    async def position(self, tp: TP) -> int:
+        return self.positions[tp]
+
+
+class Thread(ConsumerThread):
+    def __init__(self, fetched: dict[TP, list[Any]], positions: dict[TP, int]) -> None:
+        super().__init__(fetched, assigned=set(fetched), pause=set())
+        self.consumer = KafkaConsumer(positions)
+
+    def _ensure_consumer(self) -> KafkaConsumer:
+        return self.consumer
+
+    async def call_thread(self, fun: Any, *args: Any) -> Any:
+        return await fun(*args)
+
+
+def recovering_consumer(thread: Thread, recovery: Recovery, monkeypatch: Any) -> Any:
+    monkeypatch.setattr("pipeline.recovery.bulk_recoverable", lambda table: True)
+    consumer = consumer_over(thread, {ACTIVE})
+    consumer.bulk_recovery = True
+    consumer.app = App(recovery)
+    consumer.flow_active = True
+    consumer._read_offset = defaultdict(lambda: None)
+    return consumer
+
+
+def fetched(first: int, last: int) -> list[FetchedRecord]:
+    return [FetchedRecord(o, f"k{o % 3}".encode(), str(o).encode()) for o in range(first, last + 1)]
+
+
+async def test_a_changelog_fetch_is_applied_and_ends_the_recovery(monkeypatch: Any) -> None:
+    table = Table()
+    recovery = Recovery(table)  # ACTIVE: highwater 4
+    thread = Thread({ACTIVE: fetched(0, 4)}, positions={ACTIVE: 5})
+    consumer = recovering_consumer(thread, recovery, monkeypatch)
+    waiting = asyncio.ensure_future(recovery.signal_recovery_end.wait())
+    await asyncio.sleep(0)
+    handed_to_faust = await consumer._getmany({ACTIVE}, timeout=1.0)
+    assert handed_to_faust == {}
+    assert table.state == {b"k0": b"3", b"k1": b"4", b"k2": b"2"}
+    assert await asyncio.wait_for(waiting, 1)
+    assert not recovery.in_recovery
+    assert consumer._read_offset[ACTIVE] == 4
+
+
+async def test_a_partition_read_past_its_highwater_is_recovered(monkeypatch: Any) -> None:
+    # Offsets 3 and 4: a record of an aborted transaction and its marker, never handed on.
+    table = Table()
+    recovery = Recovery(table)
+    thread = Thread({ACTIVE: fetched(0, 2)}, positions={ACTIVE: 4})
+    consumer = recovering_consumer(thread, recovery, monkeypatch)
+    await consumer._getmany({ACTIVE}, timeout=1.0)
+    assert recovery.active_offsets[ACTIVE] == 2
+    assert recovery.in_recovery  # position 4: offset 4 (the highwater) is still to come
+    thread.fetched = {}
+    thread.consumer.positions[ACTIVE] = 5
+    await consumer._getmany({ACTIVE}, timeout=1.0)
+    assert recovery.active_offsets[ACTIVE] == 4
+    assert not recovery.in_recovery
+    assert table.applied == [(ACTIVE, 0), (ACTIVE, 1), (ACTIVE, 2)]
+
+
+async def test_a_fetch_that_outlived_a_rebalance_is_left_to_faust(monkeypatch: Any) -> None:
+    table = Table()
+    recovery = Recovery(table)
+    thread = Thread({ACTIVE: fetched(0, 4)}, positions={ACTIVE: 5})
+    consumer = recovering_consumer(thread, recovery, monkeypatch)
+
+    def rebalance() -> None:
+        consumer.app.consumer_generation_id = 2
+
+    thread.during_fetch = rebalance
+    handed_to_faust = await consumer._getmany({ACTIVE}, timeout=1.0)
+    # faust's getmany drops a fetch of an older generation; its Recovery seeks again.
+    assert list(handed_to_faust) == [ACTIVE]
+    assert table.applied == []
+    assert recovery.in_recovery
+
+
+async def test_nothing_ends_before_the_recovery_resumes_its_partitions(monkeypatch: Any) -> None:
+    table = Table()
+    recovery = Recovery(table)
+    recovery.active_highwaters.clear()  # still being built: "nothing remaining" means nothing
+    thread = Thread({}, positions={})
+    consumer = recovering_consumer(thread, recovery, monkeypatch)
+    consumer._active_partitions = {TP("quota.sessions", 0)}
+    await consumer._getmany(consumer._active_partitions, timeout=1.0)
+    assert recovery.in_recovery
