@@ -15,7 +15,9 @@ records faust would drop, so they are fetched again once it is resumed: never lo
 handed to an agent twice.
 
 It also hands the records of bulk topics to their :class:`pipeline.bulk.BulkFeed` rather than
-to faust's per-record path, and takes their acknowledgements by the batch.
+to faust's per-record path, and takes their acknowledgements by the batch; and, with
+``bulk_recovery``, applies the records of changelog partitions to their tables a fetch at a time
+(:mod:`pipeline.recovery`).
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from collections.abc import Collection, Mapping, Sequence
 from time import monotonic
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
 from faust.types import TP
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
+from pipeline import recovery as table_recovery
 from pipeline.bulk import BulkFeed, Run
 
 
@@ -62,11 +66,14 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
     bulk_feeds: Mapping[str, BulkFeed] = {}
     #: Partitions read_again moved back, until the fetch under way then is handled.
     _rewound: set[TP] = frozenset()  # type: ignore[assignment]
+    #: Apply changelog records to their tables here, a fetch at a time: see pipeline.recovery.
+    bulk_recovery = False
 
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
         if active_partitions is None:  # a client-only app reads everything
             return await super()._getmany(None, timeout)
         epochs = {topic: feed.epoch for topic, feed in self.bulk_feeds.items()}
+        generation = self.app.consumer_generation_id if self.bulk_recovery else None
         records = await super()._getmany(frozenset(active_partitions), timeout)  # type: ignore[arg-type]
         # What faust's getmany will yield, judged now: the fetch may have outlived a pause.
         wanted = self._get_active_partitions() | self._buffered_partitions
@@ -77,9 +84,83 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
             runs = [Run(tp, kept.pop(tp)) for tp in list(kept) if tp.topic == topic]
             if runs:
                 await self._feed(feed, runs, epochs[topic])
+        if self.bulk_recovery:
+            await self._recover(kept, generation)
         # The fetch under way when read_again ran (if any) is handled: forget what it moved.
         self._rewound = set()
         return kept
+
+    async def _recover(self, kept: dict[TP, Sequence[Any]], generation: int | None) -> None:
+        """Take the changelog runs out of ``kept`` and apply them to their tables, as faust's
+        Recovery would record by record; then end the recovery if that was the last of it."""
+        if not self.flow_active or self.app.consumer_generation_id != generation:
+            # A rebalance since the fetch began: faust's getmany drops the whole fetch (its
+            # Recovery seeks the changelogs again before it resumes them); so do we.
+            return
+        tables: Any = self.app.tables  # faust types it TableManagerT, without .recovery
+        recovery = tables.recovery
+        changelogs = tables.changelog_topics
+        runs = []
+        for tp in list(kept):
+            if tp.topic in changelogs:
+                table = recovery.tp_to_table.get(tp)
+                if table is not None and table_recovery.bulk_recoverable(table):
+                    runs.append((tp, kept.pop(tp)))
+        if runs:
+            # What faust's fetch loop notes per record (changelogs take no acks: no gaps).
+            for tp, records in runs:
+                if records:
+                    self._read_offset[tp] = records[-1].offset
+            if table_recovery.apply_runs(recovery, runs):
+                table_recovery.note_standbys_ready(recovery)
+        if recovery.in_recovery:
+            await self._settle(recovery, generation)
+
+    async def _settle(self, recovery: Any, generation: int | None) -> None:
+        """While the Recovery waits for its active partitions: move on those read past their
+        highwater (only transaction markers or aborted records were left), then end it if no
+        partition is behind."""
+        reading = self._get_active_partitions()
+        if not any(tp in reading for tp in recovery.active_tps):
+            # Not resumed yet in this round: the Recovery may still be building the highwaters
+            # and offsets, and "nothing remaining" would mean nothing.
+            return
+        behind = [
+            tp
+            for tp in table_recovery.lagging(recovery.active_highwaters, recovery.active_offsets)
+            if tp in reading
+        ]
+        if behind:
+            positions = await self._positions(behind)
+            if not (
+                self.flow_active
+                and self.app.consumer_generation_id == generation
+                and recovery.in_recovery
+            ):
+                return
+            table_recovery.set_offsets(
+                recovery.active_offsets,
+                table_recovery.read_to_end(positions, recovery.active_highwaters),
+            )
+        table_recovery.end_recovery_if_done(recovery)
+
+    async def _positions(self, tps: Sequence[TP]) -> dict[TP, int | None]:
+        """aiokafka's fetch positions of ``tps`` (None for one no longer assigned), asked of
+        the consumer thread in one call."""
+        thread = self._thread
+        consumer = thread._ensure_consumer()
+
+        async def read() -> dict[TP, int | None]:
+            positions: dict[TP, int | None] = {}
+            for tp in tps:
+                try:
+                    positions[tp] = await consumer.position(tp)
+                except IllegalStateError:  # revoked meanwhile
+                    positions[tp] = None
+            return positions
+
+        answer: dict[TP, int | None] = await thread.call_thread(read)
+        return answer
 
     async def _feed(self, feed: BulkFeed, runs: list[Run], epoch: int) -> None:
         """Hand runs to their feed, doing for them what faust's fetch loop does per record:
