@@ -178,7 +178,7 @@ async def test_a_worker_without_its_data_dir_recovers_exactly_the_changelogs(
 async def test_two_workers_without_data_dirs_recover_actives_and_standbys_exactly(
     guarantee, make_config, topics_of, start_worker
 ):
-    config = make_config(kafka={"processing_guarantee": guarantee})
+    config = make_config(kafka={"processing_guarantee": guarantee, "standby_replicas": 1})
     settings = await topics_of(config)
     worker = await start_worker(config)
     await load(settings)
@@ -188,7 +188,7 @@ async def test_two_workers_without_data_dirs_recover_actives_and_standbys_exactl
     expected = {table: await changelog_state(settings, table) for table in TABLES}
 
     # Both without local state. Each ends with one partition of each table active and the
-    # other as a standby (faust's one standby replica), so both come to hold every partition.
+    # other as a standby (one standby replica), so both come to hold every partition.
     shutil.rmtree(config["data_dir"])
     configs = [
         {**config, "web": {"port": free_port()}, "data_dir": f"{config['data_dir']}-{n}"}
