@@ -70,12 +70,19 @@ class Pipeline:
     requests_feed: BulkFeed
     #: The records of quota.triggers, read in bulk by the delivery agent.
     triggers_feed: BulkFeed
+    #: The records of each retry tier (``delivery.retry_schedule``), read in bulk by its agent.
+    retry_feeds: tuple[BulkFeed, ...]
     #: Held while a batch goes from planned to written (its events are sent in between), so
     #: that session and org changes never land in that gap and get overwritten.
     key_writes: asyncio.Lock = field(default_factory=asyncio.Lock)
     org_writes: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: Every org's event_options, for the delivery agents of every worker.
     org_directory: OrgDirectory = field(default_factory=OrgDirectory)
+
+
+def retry_tier_name(settings: Settings, index: int) -> str:
+    """The internal topic of the ``index``-th step of ``delivery.retry_schedule``."""
+    return f"{settings.app_id}-retry-{index}"
 
 
 def broker_urls(bootstrap_servers: str) -> list[str]:
@@ -146,7 +153,15 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
     requests_feed = BulkFeed(capacity=REQUESTS_FEED_CAPACITY)
     # As many waiting as the delivery agent handles at once: enough to keep it busy.
     triggers_feed = BulkFeed(capacity=settings.delivery.events_in_flight)
-    install_gate(app, gate, {names.requests: requests_feed, names.triggers: triggers_feed})
+    # A tier's agent holds its jobs until they are due, for hours in the later tiers: a full
+    # feed pauses only the tier, where a full faust stream queue stopped the whole fetcher.
+    retry_feeds = tuple(
+        BulkFeed(capacity=settings.delivery.events_in_flight, pauses_when_full=True)
+        for _ in settings.delivery.retry_schedule
+    )
+    feeds = {names.requests: requests_feed, names.triggers: triggers_feed}
+    feeds |= {retry_tier_name(settings, index): feed for index, feed in enumerate(retry_feeds)}
+    install_gate(app, gate, feeds)
     return Pipeline(
         app=app,
         settings=settings,
@@ -155,4 +170,5 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
         gate=gate,
         requests_feed=requests_feed,
         triggers_feed=triggers_feed,
+        retry_feeds=retry_feeds,
     )

@@ -14,7 +14,9 @@ What faust does for its streams, the feed does too:
 - a rebalance (faust stops the flow and clears every stream queue, then reads again from the
   committed offsets) clears the feed and bumps its epoch; runs fetched under an older epoch are
   dropped, and so is a batch taken before it, if it is not being processed yet;
-- a full feed holds the fetcher back, as a full stream queue does;
+- a full feed holds the fetcher back, as a full stream queue does; or, for a feed whose agent
+  may hold its records for a long time (a retry tier waiting for its jobs' due times), a full
+  feed pauses only its own partitions (``pauses_when_full``), so that other topics keep flowing;
 - a rebalance and a graceful stop wait for the records an agent is still handling
   (:class:`InFlight`), as faust waits for its streams' unacknowledged events.
 """
@@ -116,10 +118,14 @@ class InFlight:
 class BulkFeed:
     """Fetched runs waiting for their agent; at most about ``capacity`` records."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, pauses_when_full: bool = False) -> None:
         self.capacity = capacity
+        #: When full, refuse a fetch's runs (their partitions are paused and read again once
+        #: there is room) instead of holding back the fetcher, and every other topic with it.
+        self.pauses_when_full = pauses_when_full
         #: Records taken and handled one at a time, if the agent counts them.
         self.in_flight = InFlight()
+        self._cleared = asyncio.Event()
         #: Bumped by every :meth:`clear`; runs fetched before then are stale.
         self.epoch = 0
         self._runs: deque[Run] = deque()
@@ -131,6 +137,21 @@ class BulkFeed:
     def __len__(self) -> int:
         """Records waiting."""
         return self._size
+
+    def has_room(self) -> bool:
+        return self._size < self.capacity
+
+    async def cleared_within(self, seconds: float, epoch: int) -> bool:
+        """Wait up to ``seconds``; True as soon as the feed is (or was) cleared since
+        ``epoch``: what was taken under it is stale."""
+        if epoch != self.epoch:
+            return True
+        try:
+            async with asyncio.timeout(seconds):
+                await self._cleared.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def put(self, runs: Sequence[Run], epoch: int) -> bool:
         """Add the runs of a fetch that began under ``epoch``, once there is room; False (and
@@ -150,6 +171,8 @@ class BulkFeed:
     def clear(self) -> list[Run]:
         """Drop every waiting run and make fetches under way stale; returns the dropped runs."""
         self.epoch += 1
+        self._cleared.set()  # wakes the waits under way; later ones wait for the next clear
+        self._cleared = asyncio.Event()
         dropped = list(self._runs)
         self._runs.clear()
         self._size = 0

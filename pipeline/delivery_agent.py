@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import faust
 from pydantic import SecretStr
 
-from pipeline.acks import OrderedAcks
-from pipeline.app import RAW, Pipeline
+from pipeline.app import RAW, Pipeline, retry_tier_name
 from pipeline.channels import Channel, EmailChannel, WebhookChannel
 from pipeline.cooldown import Cooldown
 from pipeline.deliveries import DeliveryJob, dead_letter
@@ -35,13 +34,13 @@ from pipeline.notifications import Notifier, Planned, Unsendable
 from pipeline.portal_agent import attach_portal_agent
 from pipeline.retry import RetryPolicy
 from pipeline.sinks.webhook import WebhookSink
-from pipeline.streams import handle_each, run_bounded, send_rejection
+from pipeline.streams import handle_each, send_rejection
 from pipeline.tables import acting_for
 
 log = logging.getLogger(__name__)
 
-#: Trigger records taken from the feed at a time (each is then handled on its own).
-TRIGGERS_BATCH_MAX = 500
+#: Records taken from a feed at a time (each is then handled on its own).
+RECORDS_PER_TAKE = 500
 
 
 def decode_trigger(raw: bytes | None) -> dict[str, Any]:
@@ -143,7 +142,7 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
     )
     tiers = [
         app.topic(
-            f"{pipeline.settings.app_id}-retry-{index}",
+            retry_tier_name(pipeline.settings, index),
             schema=RAW,
             internal=True,
             partitions=pipeline.settings.kafka.partitions,
@@ -204,7 +203,7 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
             app.consumer,
             handle,
             limit=settings.events_in_flight,
-            max_records=TRIGGERS_BATCH_MAX,
+            max_records=RECORDS_PER_TAKE,
         )
 
     for index, tier in enumerate(tiers):
@@ -244,16 +243,8 @@ def attach_retry_tier(
 
     @pipeline.app.agent(tier, name=f"retry-{index}")
     async def retry_agent(stream: Any) -> None:
+        # Subscribed through faust; the jobs come in bulk through the tier's feed.
         await deliverer.start()
-        manual = stream.noack()
-
-        async def due_events() -> AsyncIterator[Any]:
-            # Jobs of one tier arrive in (nearly) due order: waiting for the head is cheap.
-            async for event in manual.events():
-                wait = job_due(event.value) - time.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)  # the job's own due time, not synchronisation
-                yield event
 
         async def handle(event: Any) -> None:
             try:
@@ -263,4 +254,11 @@ def attach_retry_tier(
                 return
             await router.route(await deliverer.attempt(job))
 
-        await run_bounded(due_events(), settings.events_in_flight, handle, OrderedAcks(manual.ack))
+        await handle_each(
+            pipeline.retry_feeds[index],
+            pipeline.app.consumer,
+            handle,
+            limit=settings.events_in_flight,
+            max_records=RECORDS_PER_TAKE,
+            due=job_due,
+        )

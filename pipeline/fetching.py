@@ -66,12 +66,15 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
     bulk_feeds: Mapping[str, BulkFeed] = {}
     #: Partitions read_again moved back, until the fetch under way then is handled.
     _rewound: set[TP] = frozenset()  # type: ignore[assignment]
+    #: Partitions paused because their feed was full, with the feed that was.
+    _paused_for_room: dict[TP, BulkFeed] = {}
     #: Apply changelog records to their tables here, a fetch at a time: see pipeline.recovery.
     bulk_recovery = False
 
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
         if active_partitions is None:  # a client-only app reads everything
             return await super()._getmany(None, timeout)
+        self._resume_where_room()
         epochs = {topic: feed.epoch for topic, feed in self.bulk_feeds.items()}
         generation = self.app.consumer_generation_id if self.bulk_recovery else None
         records = await super()._getmany(frozenset(active_partitions), timeout)  # type: ignore[arg-type]
@@ -162,9 +165,33 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
         answer: dict[TP, int | None] = await thread.call_thread(read)
         return answer
 
+    def _pause_for_room(self, feed: BulkFeed, runs: list[Run]) -> None:
+        """Refuse runs of a full feed that pauses when full: their partitions are read again
+        from these records once the feed has room, and not fetched until then."""
+        paused = dict(self._paused_for_room)
+        for tp, records in runs:
+            if records and self._seek_back(tp, records[0].offset):
+                self.on_buffer_full(tp)  # faust's own pause of a partition whose queue is full
+                paused[tp] = feed
+        self._paused_for_room = paused
+
+    def _resume_where_room(self) -> None:
+        if not self._paused_for_room:
+            return
+        paused = {}
+        for tp, feed in self._paused_for_room.items():
+            if feed.has_room():
+                self.on_buffer_drop(tp)
+            else:
+                paused[tp] = feed
+        self._paused_for_room = paused
+
     async def _feed(self, feed: BulkFeed, runs: list[Run], epoch: int) -> None:
         """Hand runs to their feed, doing for them what faust's fetch loop does per record:
         drop what is below the read offset, note skipped offsets as gaps."""
+        if feed.pauses_when_full and not feed.has_room() and epoch == feed.epoch:
+            self._pause_for_room(feed, runs)
+            return
         fresh = []
         skipped: list[tuple[TP, int, int]] = []
         for tp, fetched in runs:
@@ -202,6 +229,8 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
         # reads again from the committed offsets; bulk feeds go the same way.
         for feed in self.bulk_feeds.values():
             feed.clear()
+        # faust forgets its own buffer-full pauses at the next assignment; so do we.
+        self._paused_for_room = {}
         super().stop_flow()
 
     async def wait_empty(self) -> None:

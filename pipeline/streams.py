@@ -213,6 +213,7 @@ async def handle_each(
     *,
     limit: int,
     max_records: int,
+    due: Callable[[bytes | None], float] | None = None,
 ) -> None:
     """Handle each record of a bulk feed concurrently, as :func:`run_bounded` does a stream's
     events, and acknowledge it through faust's bookkeeping (in its partition's order).
@@ -220,6 +221,9 @@ async def handle_each(
     Records being handled are counted in ``feed.in_flight``, which rebalances and stops wait
     for. Records taken before a rebalance and not started are dropped, as faust drops its
     stream queues: the partitions are read again from their committed offsets.
+
+    With ``due`` (unix seconds of a record's value), each record starts no earlier than then:
+    a retry tier's jobs arrive in (nearly) due order, so waiting for each in turn is cheap.
     """
 
     async def ack(event: Any) -> None:
@@ -230,6 +234,10 @@ async def handle_each(
         while True:
             batch = await feed.take(max_records, within=0)
             for event in source_events(batch.runs):
+                wait = 0.0 if due is None else due(event.value) - time.time()
+                # The job's own due time, not synchronisation; a rebalance ends the wait.
+                if wait > 0 and await feed.cleared_within(wait, batch.epoch):
+                    break
                 await handlers.slot()
                 if batch.epoch != feed.epoch:
                     handlers.give_back()

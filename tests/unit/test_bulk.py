@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
@@ -309,3 +310,44 @@ async def test_a_failing_handler_holds_back_its_partition_but_not_the_rebalance(
             await feed.in_flight.idle()  # what a rebalance waits for
 
     assert consumer.acked == [(1, [5])]  # 1 failed: neither it nor 2 may be committed
+
+
+async def test_a_wait_on_the_feed_ends_early_when_it_is_cleared() -> None:
+    feed = BulkFeed(capacity=10)
+    epoch = feed.epoch
+    assert not await feed.cleared_within(0.01, epoch)
+
+    waiting = asyncio.create_task(feed.cleared_within(60, epoch))
+    feed.clear()
+    async with asyncio.timeout(5):
+        assert await waiting
+    assert await feed.cleared_within(60, epoch)  # cleared since: at once
+
+
+async def test_jobs_start_when_due_and_a_rebalance_drops_those_still_waiting() -> None:
+    feed, consumer, handle = BulkFeed(capacity=100), Consumer(), Handling()
+    now = time.time()
+    due = {b"now": now - 1, b"later": now + 3600}
+    tp = P0
+    jobs = [Record(tp.topic, tp.partition, 1, None, b"now")]
+    jobs.append(Record(tp.topic, tp.partition, 2, None, b"later"))
+    await feed.put([Run(tp, jobs)], feed.epoch)
+
+    task = asyncio.create_task(
+        handle_each(feed, consumer, handle, limit=10, max_records=100, due=due.__getitem__)
+    )
+    try:
+        await handle.until_started(1)
+        assert handle.started == [1]  # 2 waits for its due time, an hour away
+        feed.clear()  # a rebalance
+        handle.release[1].set()
+        async with asyncio.timeout(5):
+            await feed.in_flight.idle()
+        await feed.put([Run(tp, [Record(tp.topic, tp.partition, 3, None, b"now")])], feed.epoch)
+        await handle.until_started(2)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    assert handle.started == [1, 3]  # 2 was dropped when the wait ended: read again later

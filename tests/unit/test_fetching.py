@@ -200,6 +200,39 @@ async def test_an_accepted_fetch_moves_the_read_offsets_and_fills_the_feed() -> 
     assert thread.seeks == []
 
 
+RETRY = TP("app-retry-1", 0)
+
+
+async def test_a_full_feed_that_pauses_refuses_the_fetch_and_pauses_only_its_partition() -> None:
+    # A retry tier holds its jobs until due: its full feed must not hold back the fetcher
+    # (and the triggers with it), as a full faust stream queue did.
+    fetched = {RETRY: records(RETRY, 40, 3), REQUESTS: records(REQUESTS, 7, 2)}
+    thread = ConsumerThread(fetched, assigned={RETRY, REQUESTS}, pause=set())
+    retry_feed = BulkFeed(capacity=2, pauses_when_full=True)
+    await retry_feed.put([Run(RETRY, records(RETRY, 30, 2))], retry_feed.epoch)  # full
+    requests_feed = BulkFeed(capacity=100)
+    active = {RETRY, REQUESTS}
+    consumer = bulk_consumer(thread, active, requests_feed)
+    consumer.bulk_feeds = {RETRY.topic: retry_feed, REQUESTS.topic: requests_feed}
+    consumer._buffered_partitions = set()
+    consumer.app = SimpleNamespace(in_recovery=False)
+
+    async with asyncio.timeout(5):  # never waits for room
+        await consumer._getmany(set(active), timeout=1.0)
+
+    assert thread.seeks == [(RETRY, 40)]  # read again from the refused run's first record
+    assert consumer._read_offset[RETRY] is None
+    assert RETRY not in consumer._get_active_partitions()  # not fetched while full
+    assert len(retry_feed) == 2
+    assert len(requests_feed) == 2  # the other topic flowed
+
+    await retry_feed.take(10, within=0)  # room again
+    thread.fetched = {}
+    await consumer._getmany(set(consumer._get_active_partitions()), timeout=1.0)
+
+    assert RETRY in consumer._get_active_partitions()
+
+
 class StoppingConsumer(LosslessFetchConsumer):
     """Enough of a consumer for wait_empty: no stream events waiting, commits recorded."""
 
