@@ -102,10 +102,13 @@ class DeliveryRouter:
         )
         await self._durably(self._pipeline.topics.dlq, job.event_id, dead_letter(job, reason))
 
-    @staticmethod
-    async def _durably(topic: faust.TopicT, key: str, value: bytes) -> None:
+    async def _durably(self, topic: faust.TopicT, key: str, value: bytes) -> None:
+        # Straight to the producer: the record is bytes already, and faust's Topic.send (a
+        # FutureMessage, its channel, serializers that do nothing) cost as much again.
         # The second await is the broker's acknowledgement, not just the buffering.
-        await (await topic.send(key=key.encode(), value=value))
+        producer = self._pipeline.app.producer
+        sent = await producer.send(topic.get_topic_name(), key.encode(), value, None, None, None)
+        await sent
 
 
 def revealed(secrets: Iterable[SecretStr]) -> list[str]:
