@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pipeline.cooldown import Cooldown
+from pipeline.cooldown import PRUNE_ABOVE, Cooldown
 from pipeline.errors import ConfigError, PermanentDeliveryError
 from pipeline.rendering import BodyTemplate
 
@@ -50,3 +50,14 @@ def test_cooldown_suppresses_identical_requests_within_the_timeout():
 def test_zero_cooldown_never_suppresses():
     cooldown = Cooldown(0)
     assert all(cooldown.admit("POST", "http://h/x", b"{}", now=1) for _ in range(3))
+
+
+def test_cooldown_keeps_every_live_entry_and_forgets_cooled_ones_past_the_bound():
+    cooldown = Cooldown(10)
+    many = PRUNE_ABOVE * 3
+    # More requests still cooling down than the bound: each is remembered...
+    assert all(cooldown.admit("POST", "http://h/x", b"%d" % i, now=100) for i in range(many))
+    assert not any(cooldown.admit("POST", "http://h/x", b"%d" % i, now=105) for i in range(many))
+    # ...and once they have cooled down, the next prune forgets them all.
+    assert all(cooldown.admit("POST", "http://h/y", b"%d" % i, now=200) for i in range(many))
+    assert len(cooldown._until) <= many + 1
