@@ -136,18 +136,29 @@ async def load(settings: Any) -> None:
     )
 
 
+async def loaded_and_stopped(
+    make_config: Any, topics_of: Any, start_worker: Any, **kafka: Any
+) -> tuple[dict[str, Any], Any]:
+    """A config whose tables were loaded by a worker now stopped (under exactly_once, with an
+    aborted transaction at the end of a changelog), and its settings."""
+    config = make_config(kafka=kafka)
+    settings = await topics_of(config)
+    worker = await start_worker(config)
+    await load(settings)
+    assert worker.stop() == 0
+    if kafka["processing_guarantee"] == "exactly_once":
+        await abort_a_transaction(settings)
+    return config, settings
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 async def test_a_worker_without_its_data_dir_recovers_exactly_the_changelogs(
     guarantee, make_config, topics_of, start_worker
 ):
-    config = make_config(kafka={"processing_guarantee": guarantee})
-    settings = await topics_of(config)
-    worker = await start_worker(config)
-    await load(settings)
-    assert worker.stop() == 0
-    if guarantee == "exactly_once":
-        await abort_a_transaction(settings)
+    config, settings = await loaded_and_stopped(
+        make_config, topics_of, start_worker, processing_guarantee=guarantee
+    )
 
     shutil.rmtree(config["data_dir"])
     restarted = await start_worker({**config, "web": {"port": free_port()}}, name="restarted")
@@ -178,13 +189,9 @@ async def test_a_worker_without_its_data_dir_recovers_exactly_the_changelogs(
 async def test_two_workers_without_data_dirs_recover_actives_and_standbys_exactly(
     guarantee, make_config, topics_of, start_worker
 ):
-    config = make_config(kafka={"processing_guarantee": guarantee, "standby_replicas": 1})
-    settings = await topics_of(config)
-    worker = await start_worker(config)
-    await load(settings)
-    assert worker.stop() == 0
-    if guarantee == "exactly_once":
-        await abort_a_transaction(settings)
+    config, settings = await loaded_and_stopped(
+        make_config, topics_of, start_worker, processing_guarantee=guarantee, standby_replicas=1
+    )
     expected = {table: await changelog_state(settings, table) for table in TABLES}
 
     # Both without local state. Each ends with one partition of each table active and the
