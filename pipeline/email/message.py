@@ -113,8 +113,9 @@ def message_id(request: EmailRequest) -> str:
 
 
 class _FoldedOnce(BaseHeader):
-    """A header that keeps its folded form: a shared header (above) is folded once, not once
-    per email (folding walks the parse tree again, a quarter of the time per email)."""
+    """A header that keeps its folded form: a header shared by many emails (see
+    :class:`_ReusedHeaders`) is folded once, not once per email (folding walks the parse tree
+    again: a quarter of the time per email)."""
 
     def fold(self, *, policy: Policy) -> str:
         folded: tuple[Policy, str] | None = getattr(self, "_folded", None)
