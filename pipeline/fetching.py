@@ -171,8 +171,11 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
         paused = dict(self._paused_for_room)
         for tp, records in runs:
             if records and self._seek_back(tp, records[0].offset):
-                self.on_buffer_full(tp)  # faust's own pause of a partition whose queue is full
-                paused[tp] = feed
+                # faust's own pause of a partition whose queue is full. Its set of active
+                # partitions holds faust's TP only (it asserts so), not the fetch's aiokafka type.
+                faust_tp = TP(tp.topic, tp.partition)
+                self.on_buffer_full(faust_tp)
+                paused[faust_tp] = feed
         self._paused_for_room = paused
 
     def _resume_where_room(self) -> None:

@@ -206,7 +206,9 @@ RETRY = TP("app-retry-1", 0)
 async def test_a_full_feed_that_pauses_refuses_the_fetch_and_pauses_only_its_partition() -> None:
     # A retry tier holds its jobs until due: its full feed must not hold back the fetcher
     # (and the triggers with it), as a full faust stream queue did.
-    fetched = {RETRY: records(RETRY, 40, 3), REQUESTS: records(REQUESTS, 7, 2)}
+    # Keyed as aiokafka's fetch keys them: its own TopicPartition, not faust's TP.
+    fetched_retry = TopicPartition(RETRY.topic, RETRY.partition)
+    fetched = {fetched_retry: records(RETRY, 40, 3), REQUESTS: records(REQUESTS, 7, 2)}
     thread = ConsumerThread(fetched, assigned={RETRY, REQUESTS}, pause=set())
     retry_feed = BulkFeed(capacity=2, pauses_when_full=True)
     await retry_feed.put([Run(RETRY, records(RETRY, 30, 2))], retry_feed.epoch)  # full
@@ -230,7 +232,9 @@ async def test_a_full_feed_that_pauses_refuses_the_fetch_and_pauses_only_its_par
     thread.fetched = {}
     await consumer._getmany(set(consumer._get_active_partitions()), timeout=1.0)
 
+    # faust asserts its active partitions are its own TP: aiokafka's here crashed the fetcher.
     assert RETRY in consumer._get_active_partitions()
+    assert all(type(tp) is TP for tp in consumer._get_active_partitions())
 
 
 class StoppingConsumer(LosslessFetchConsumer):
