@@ -151,8 +151,10 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
     )
     gate = BatchGate()
     requests_feed = BulkFeed(capacity=REQUESTS_FEED_CAPACITY)
-    # As many waiting as the delivery agent handles at once: enough to keep it busy.
-    triggers_feed = BulkFeed(capacity=settings.delivery.events_in_flight)
+    # As many waiting as the delivery agent handles at once: enough to keep it busy. Full (an
+    # endpoint hanging until its breaker opens holds every delivery place), it pauses only
+    # quota.triggers: holding the fetcher back would stop the usage stage of this worker too.
+    triggers_feed = BulkFeed(capacity=settings.delivery.events_in_flight, pauses_when_full=True)
     # A tier's agent holds its jobs until they are due, for hours in the later tiers: a full
     # feed pauses only the tier, where a full faust stream queue stopped the whole fetcher.
     retry_feeds = tuple(
