@@ -178,10 +178,23 @@ def test_events_faust_buffered_for_the_table_are_applied_first() -> None:
     assert recovery.buffers[table] == []
 
 
+async def waiting_for_the_end(recovery: Recovery) -> asyncio.Task[bool]:
+    """A task waiting on the Recovery's end signal, as faust's Recovery does; returns once the
+    task is waiting (it tells us in the same step that starts the wait)."""
+    started = asyncio.Event()
+
+    async def wait() -> bool:
+        started.set()
+        return await recovery.signal_recovery_end.wait()
+
+    task = asyncio.create_task(wait())
+    await started.wait()
+    return task
+
+
 async def test_the_end_wakes_the_waiting_recovery_and_leaves_nothing_set() -> None:
     recovery = Recovery(Table())
-    waiting = asyncio.ensure_future(recovery.signal_recovery_end.wait())
-    await asyncio.sleep(0)  # the Recovery is waiting for the end
+    waiting = await waiting_for_the_end(recovery)
     assert not end_recovery_if_done(recovery)  # offset -1, highwater 4
     recovery.active_offsets[ACTIVE] = 4
     assert end_recovery_if_done(recovery)
@@ -252,8 +265,7 @@ async def test_a_changelog_fetch_is_applied_and_ends_the_recovery(monkeypatch: A
     recovery = Recovery(table)  # ACTIVE: highwater 4
     thread = Thread({ACTIVE: fetched(0, 4)}, positions={ACTIVE: 5})
     consumer = recovering_consumer(thread, recovery, monkeypatch)
-    waiting = asyncio.ensure_future(recovery.signal_recovery_end.wait())
-    await asyncio.sleep(0)
+    waiting = await waiting_for_the_end(recovery)
     handed_to_faust = await consumer._getmany({ACTIVE}, timeout=1.0)
     assert handed_to_faust == {}
     assert table.state == {b"k0": b"3", b"k1": b"4", b"k2": b"2"}
