@@ -169,12 +169,10 @@ def install_gate(
     app: faust.App,
     gate: BatchGate,
     bulk_feeds: Mapping[str, BulkFeed] | None = None,
-    *,
-    bulk_recovery: bool = True,
 ) -> None:
     """Make the App's consumer commit only through ``gate``, hand the records of the topics of
-    ``bulk_feeds`` to those feeds, and (``bulk_recovery``) apply changelog records to the tables
-    a fetch at a time (pipeline.recovery). Call before the App starts."""
+    ``bulk_feeds`` to those feeds, and apply changelog records to the tables a fetch at a time
+    (pipeline.recovery). Call before the App starts."""
 
     class GatedConsumer(LosslessFetchConsumer):
         def key_partition(
@@ -249,7 +247,7 @@ def install_gate(
                 return committed
 
     GatedConsumer.bulk_feeds = dict(bulk_feeds or {})
-    GatedConsumer.bulk_recovery = bulk_recovery
+    GatedConsumer.bulk_recovery = True
     # The transport builds its consumer and producer from these attributes when first used.
     app.transport.Consumer = GatedConsumer  # type: ignore[misc]
     app.transport.TransactionManager = RevokingTransactionManager  # type: ignore[misc]
