@@ -13,9 +13,9 @@ from pipeline.config import MonitorConfig
 from pipeline.models import Org, decode_org
 from pipeline.monitoring import compact_org, org_limits
 from pipeline.partials import Bucket, Partial, decode_partial
-from pipeline.quota import BatchPlan, UsageState, apply_records, write_states
+from pipeline.quota import BatchPlan, UsageState, apply_records
 from pipeline.streams import decode_batch, decode_keyed, gated_batches
-from pipeline.tables import acting_for
+from pipeline.tables import acting_for, write_all
 from pipeline.transactions import emit_all
 from pipeline.triggers import trigger_event
 from pipeline.watermarks import mark_key
@@ -56,10 +56,9 @@ def attach_org_agents(pipeline: Pipeline) -> None:
                         plan = plan_org_batch(tables.orgs, tables.org_usage, partials, monitor)
                     triggers = [(org.encode(), payload) for org, payload in plan.triggers]
                     await emit_all(app, source, topics.triggers, triggers)
-                    with acting_for(source):
-                        write_states(tables.org_usage, plan)
-                        for mark, offset in marks.items():  # one by one: each to the changelog
-                            tables.applied[mark] = offset
+                    # The marks after the states: a crash between them applies them again.
+                    await write_all(app, tables.org_usage, source, plan.states)
+                    await write_all(app, tables.applied, source, marks)
             yield None
 
 

@@ -14,7 +14,7 @@ Nothing here reads a clock or does I/O.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -158,12 +158,6 @@ class BatchPlan(NamedTuple):
     states: dict[str, dict[str, Any]]
     #: (record key, TriggerEvent bytes) to emit, in order.
     triggers: list[tuple[str, bytes]]
-
-
-def write_states(table: MutableMapping[str, Any], plan: BatchPlan) -> None:
-    """Store a plan's states, one key at a time (faust tables have no working bulk update)."""
-    for subject, state in plan.states.items():
-        table[subject] = state
 
 
 def reset(state: UsageState) -> UsageState:

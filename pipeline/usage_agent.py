@@ -17,9 +17,9 @@ from pipeline.config import MonitorConfig
 from pipeline.models import RequestCount, Session, decode_request_count, decode_session
 from pipeline.monitoring import compact_session, watched_key
 from pipeline.partials import PartialSums, encode_partial
-from pipeline.quota import BatchPlan, UsageState, apply_records, reset, write_states
+from pipeline.quota import BatchPlan, UsageState, apply_records, reset
 from pipeline.streams import decode_keyed, decode_records, gated_batches, process_runs
-from pipeline.tables import acting_for
+from pipeline.tables import acting_for, write_all
 from pipeline.transactions import emit_all
 from pipeline.triggers import trigger_event
 from pipeline.watermarks import mark_key, unapplied
@@ -98,9 +98,9 @@ def attach_usage_agents(pipeline: Pipeline) -> None:
                     for org, buckets in partials.items()
                 ],
             )
-            with acting_for(source):
-                write_states(pipeline.tables.key_usage, plan)
-                pipeline.tables.applied[mark] = source.message.offset
+            # The mark after the states: a crash between them applies the records again.
+            await write_all(app, pipeline.tables.key_usage, source, plan.states)
+            await write_all(app, pipeline.tables.applied, source, {mark: source.message.offset})
 
 
 def offset_of(record: Any) -> int:

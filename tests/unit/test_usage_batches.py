@@ -15,7 +15,7 @@ from pipeline.models import RequestCount, Session
 from pipeline.monitoring import compact_session
 from pipeline.org_agent import plan_org_batch
 from pipeline.partials import Partial, PartialSums
-from pipeline.quota import Limits, UsageState, apply_records, write_states
+from pipeline.quota import Limits, UsageState, apply_records
 from pipeline.usage_agent import plan_key_batch
 
 MONITOR = MonitorConfig(
@@ -38,7 +38,7 @@ def sessions_table() -> dict:
 def apply_key_batch(sessions, usage, records, monitor):
     """What the agent does with a plan: emit its triggers, then write its states."""
     plan = plan_key_batch(sessions, usage, records, monitor)
-    write_states(usage, plan)
+    usage.update(plan.states)
     return plan.triggers
 
 
@@ -108,7 +108,7 @@ def test_keys_without_session_are_not_tracked_but_count_for_their_org():
     plan = plan_org_batch(
         orgs, org_usage, [Partial(org, b) for org, b in partials.items()], MONITOR
     )
-    write_states(org_usage, plan)
+    org_usage.update(plan.states)
     triggers = plan.triggers
     assert [orjson.loads(p)["trigger_limit"] for _, p in triggers] == ["25", "50"]
     assert [orjson.loads(p)["key"] for _, p in triggers] == ["", ""]

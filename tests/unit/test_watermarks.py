@@ -17,7 +17,7 @@ from pipeline.models import RequestCount, Session
 from pipeline.monitoring import compact_session
 from pipeline.org_agent import plan_org_batch, unapplied_partials
 from pipeline.partials import Partial, decode_partial, encode_partial
-from pipeline.quota import UsageState, write_states
+from pipeline.quota import UsageState
 from pipeline.usage_agent import plan_key_batch
 from pipeline.watermarks import mark_key, unapplied
 
@@ -85,7 +85,7 @@ def test_usage_and_triggers_are_exact_however_the_records_are_read_again(plan, c
             continue
         result = plan_key_batch(sessions, usage, [records[i] for i in fresh], MONITOR)
         fired.extend(orjson.loads(payload)["trigger_limit"] for _, payload in result.triggers)
-        write_states(usage, result)
+        usage.update(result.states)
         marks[mark_key("requests", 0)] = fresh[-1]
     assert UsageState.from_stored(usage["k"]).current.usage == sum(counts)
     crossed = [limit for limit in (10, 50, 100) if sum(counts) >= limit]
@@ -115,7 +115,7 @@ def test_a_partial_repeated_within_one_batch_counts_once():
     fresh, _ = unapplied_partials({}, 0, [partial(2, 7, 4), partial(2, 7, 4)])
     orgs = {"org": {"quota_max": 10, "quota_renewal_rate": 0, "trigger_limits": []}}
     org_usage: dict = {}
-    write_states(org_usage, plan_org_batch(orgs, org_usage, fresh, MONITOR))
+    org_usage.update(plan_org_batch(orgs, org_usage, fresh, MONITOR).states)
     assert UsageState.from_stored(org_usage["org"]).current.usage == 4
 
 
@@ -146,7 +146,7 @@ def test_every_subject_fires_once_per_threshold_across_reads():
         fresh = unapplied(batch, lambda offset: offset, mark)
         result = plan_key_batch(sessions, usage, [records[i] for i in fresh], MONITOR)
         fired.update((key, orjson.loads(p)["trigger_limit"]) for key, p in result.triggers)
-        write_states(usage, result)
+        usage.update(result.states)
         mark = fresh[-1] if fresh else mark
     assert fired == Counter({(k, limit): 1 for k in "ab" for limit in ("10", "50", "100")})
     assert {k: UsageState.from_stored(usage[k]).current.usage for k in "ab"} == {"a": 20, "b": 20}

@@ -1,0 +1,44 @@
+"""Record batches sent on a real broker (pipeline.transactions.emit_batched): every record,
+in order, and the offset of the last, whatever the number of batches they take."""
+
+from __future__ import annotations
+
+import uuid
+from types import SimpleNamespace
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from pipeline.transactions import emit_batched
+from tests.integration.conftest import read_to_end
+
+
+async def test_records_beyond_one_batch_all_arrive_in_order_with_the_last_offset_returned(
+    kafka_bootstrap,
+):
+    topic = f"batched-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 2, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks=-1)
+    await producer.start()
+    try:
+        # Under at_least_once faust's producer hands out its one aiokafka producer.
+        app = SimpleNamespace(
+            in_transaction=False, producer=SimpleNamespace(_ensure_producer=lambda: producer)
+        )
+        await producer.send_and_wait(topic, b"already there", partition=1)
+        # About 120 KB: the producer's record batches hold 16 KB.
+        records = [(f"key-{i}".encode(), f"{i:04d}".encode() * 25) for i in range(1_000)]
+
+        last = await emit_batched(app, None, topic, 1, records)
+    finally:
+        await producer.stop()
+
+    on_partition = await read_to_end(kafka_bootstrap, topic)
+    assert {record.partition for record in on_partition} == {1}
+    assert [(record.key, record.value) for record in on_partition[1:]] == records
+    assert last == on_partition[-1].offset == 1_000
