@@ -15,7 +15,7 @@ from pipeline.monitoring import compact_org, org_limits
 from pipeline.partials import Bucket, Partial, decode_partial
 from pipeline.quota import BatchPlan, UsageState, apply_records
 from pipeline.streams import decode_batch, decode_keyed, gated_batches
-from pipeline.tables import acting_for, write_all
+from pipeline.tables import acting_for, read_all, write_all
 from pipeline.transactions import emit_all
 from pipeline.triggers import trigger_event
 from pipeline.watermarks import mark_key
@@ -52,8 +52,13 @@ def attach_org_agents(pipeline: Pipeline) -> None:
                     continue  # read again after a restart or a repeated delivery: applied
                 # Events first, state after (see usage_agent); the lock keeps org changes out.
                 async with pipeline.org_writes:
-                    with acting_for(source):
-                        plan = plan_org_batch(tables.orgs, tables.org_usage, partials, monitor)
+                    orgs = {partial.org_id for partial in partials}
+                    plan = plan_org_batch(
+                        read_all(tables.orgs, source, orgs),
+                        read_all(tables.org_usage, source, orgs),
+                        partials,
+                        monitor,
+                    )
                     triggers = [(org.encode(), payload) for org, payload in plan.triggers]
                     await emit_all(app, source, topics.triggers, triggers)
                     # The marks after the states: a crash between them applies them again.

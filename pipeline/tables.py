@@ -1,4 +1,4 @@
-"""Writing tables from batches.
+"""Reading and writing tables from batches.
 
 faust finds a table write's changelog partition, and the RocksDB store its per-partition
 database, through the *current event*; ``stream.take_events()`` leaves none set. The agents
@@ -6,18 +6,28 @@ write each key once per batch, after their loop over events, under :func:`acting
 batch's events of one source partition are represented by the last of them, exactly as if the
 write happened while processing it. This reaches into faust's own context variable (the one its
 Stream sets per event); this module is the single place that does.
+
+The usage agents read and write thousands of keys a batch. Through faust's table API each read
+encodes its key twice and looks it up twice (``__contains__``, then ``__getitem__``), and each
+write encodes key and value once for the store and once more for the changelog, then queues a
+message of its own: profiled at 10,000 records/s over 5,000 keys, that was more than a third of
+a batch. :func:`read_all` and :func:`write_all` do each key once, on the partition's RocksDB
+database itself, with the table's own codecs; a memory store (unit tests, ``store:
+memory://``) goes through faust's API.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import faust
+import rocksdict
 from faust import streams
 from faust.serializers import codecs
+from faust.stores.rocksdb import Store as RocksDBStore
 
 from pipeline.transactions import emit_batched
 
@@ -30,6 +40,22 @@ def acting_for(event: Any) -> Iterator[None]:
         yield
     finally:
         streams._current_event.reset(token)
+
+
+def read_all(table: Any, source_event: Any, keys: Iterable[str]) -> dict[str, Any]:
+    """The value of each of ``keys`` that ``table`` holds in ``source_event``'s partition."""
+    database = _partition_database(table, source_event)
+    if database is None:
+        with acting_for(source_event):
+            return {key: value for key in keys if (value := table.get(key)) is not None}
+    encode_key = codecs.get_codec(table.key_serializer).dumps
+    decode_value = codecs.get_codec(table.value_serializer).loads
+    found = {}
+    for key in keys:
+        raw = database.get(encode_key(key))
+        if raw is not None:
+            found[key] = decode_value(raw)
+    return found
 
 
 async def write_all(
@@ -51,9 +77,17 @@ async def write_all(
     last = await emit_batched(
         app, source_event, table.changelog_topic.get_topic_name(), partition, records
     )
-    with acting_for(source_event):
-        for key, value in items.items():
-            table.data[key] = value  # the store alone: the changelog has it already
+    database = _partition_database(table, source_event)
+    if database is None:
+        with acting_for(source_event):
+            for key, value in items.items():
+                table.data[key] = value  # the store alone: the changelog has it already
+    else:
+        # The bytes the changelog holds, as recovery writes them (apply_changelog_batch).
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for raw_key, raw_value in records:
+            batch.put(raw_key, raw_value)
+        database.write(batch)
     # What faust does once a changelog write is acknowledged (Collection._on_changelog_sent):
     # a restart on this data dir reads the changelog on from here.
     changelog = faust.types.TP(table.changelog_topic.get_topic_name(), partition)
@@ -66,3 +100,12 @@ async def write_all(
 def changelog_record(table: Any, key: str, value: Any) -> tuple[bytes, bytes]:
     """``key`` and ``value`` as faust writes them to ``table``'s changelog (its codecs)."""
     return codecs.dumps(table.key_serializer, key), codecs.dumps(table.value_serializer, value)
+
+
+def _partition_database(table: Any, source_event: Any) -> Any:
+    """The RocksDB database of ``source_event``'s partition of ``table``; None for a store
+    that is not RocksDB (faust opens a partition's database on first use, as here)."""
+    store = table.data
+    if not (isinstance(store, RocksDBStore) and store.use_rocksdict):
+        return None
+    return store._db_for_partition(source_event.message.partition)

@@ -19,7 +19,7 @@ from pipeline.monitoring import compact_session, watched_key
 from pipeline.partials import PartialSums, encode_partial
 from pipeline.quota import BatchPlan, UsageState, apply_records, reset
 from pipeline.streams import decode_keyed, decode_records, gated_batches, process_runs
-from pipeline.tables import acting_for, write_all
+from pipeline.tables import acting_for, read_all, write_all
 from pipeline.transactions import emit_all
 from pipeline.triggers import trigger_event
 from pipeline.watermarks import mark_key, unapplied
@@ -78,10 +78,13 @@ def attach_usage_agents(pipeline: Pipeline) -> None:
         # Events first, state after: a crash between them repeats an event (with its id)
         # rather than losing one. The lock keeps session changes out of the gap.
         async with pipeline.key_writes:
-            with acting_for(source):
-                plan = plan_key_batch(
-                    pipeline.tables.sessions, pipeline.tables.key_usage, records, monitor
-                )
+            keys = {record.key for record in records}
+            plan = plan_key_batch(
+                read_all(pipeline.tables.sessions, source, keys),
+                read_all(pipeline.tables.key_usage, source, keys),
+                records,
+                monitor,
+            )
             triggers = [(key.encode(), payload) for key, payload in plan.triggers]
             # Every record counts for its org, whether or not its key has a session.
             partials = PartialSums()
@@ -129,8 +132,8 @@ def plan_key_batch(
 ) -> BatchPlan:
     """One partition's share of a batch: the keys' new states and the triggers to emit.
 
-    Reads the tables and writes nothing; they are faust tables in the worker and plain dicts
-    in tests.
+    ``sessions`` and ``key_usage`` hold what the tables hold for the batch's keys; nothing is
+    written.
     """
     by_key: dict[str, list[tuple[float, int]]] = defaultdict(list)
     org_of_key: dict[str, str] = {}

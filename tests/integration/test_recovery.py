@@ -242,20 +242,20 @@ def persisted_offsets(data_dir: str, table: str) -> dict[int, int]:
 
 
 @pytest.mark.timeout(300)
-async def test_a_stopped_worker_marks_each_store_at_the_end_of_its_changelog(
+async def test_a_stopped_worker_holds_each_changelog_and_marks_where_it_ends(
     make_config, topics_of, start_worker
 ):
-    # The mark is where a restart on the same data dir reads the changelog on from. The usage
-    # tables are written in bulk (pipeline.tables.write_all), the others through faust.
+    # The usage tables are written in bulk (pipeline.tables.write_all), the sessions through
+    # faust. The mark is where a restart on the same data dir reads the changelog on from.
     config, settings = await loaded_and_stopped(
         make_config, topics_of, start_worker, processing_guarantee="at_least_once"
     )
 
     for table in ("sessions", "key_usage", "applied_offsets"):  # load() writes no orgs
+        records = await read_to_end(settings.kafka.bootstrap_servers, changelog(settings, table))
         last: dict[int, int] = {}
-        for record in await read_to_end(
-            settings.kafka.bootstrap_servers, changelog(settings, table)
-        ):
+        for record in records:
             last[record.partition] = max(record.offset, last.get(record.partition, -1))
         assert last, table
         assert persisted_offsets(config["data_dir"], table) == last, table
+        assert stored_state(config["data_dir"], table) == await changelog_state(settings, table)

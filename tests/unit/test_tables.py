@@ -1,14 +1,15 @@
-"""Table writes in bulk encode each record exactly as faust's own table write does."""
+"""Tables read and written in bulk: the same records and values as through faust's table API."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from pipeline.app import build_pipeline
 from pipeline.config import Settings
-from pipeline.tables import changelog_record
+from pipeline.tables import acting_for, changelog_record, read_all
 
 
 @pytest.mark.parametrize(
@@ -34,3 +35,27 @@ async def test_a_changelog_record_is_what_faust_sends_for_the_same_write(
         ).message
 
         assert changelog_record(table, key, value) == (faust_message.key, faust_message.value)
+
+
+class SourceEvent:
+    """A source event as far as tables look at it: the partition it came from."""
+
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition, tp=None)
+
+
+@pytest.mark.parametrize("store", ["rocksdb", "memory"])
+async def test_read_all_finds_what_faust_stored_in_the_partition(store: str, tmp_path) -> None:
+    table = build_pipeline(Settings(store=store, data_dir=tmp_path)).tables.key_usage
+    source, elsewhere = SourceEvent(1), SourceEvent(0)
+    with acting_for(source):
+        table.data["k-1"] = {"current": {"usage": 3}}
+        table.data["ключ"] = [1, 2.5, None]
+    with acting_for(elsewhere):
+        table.data["k-0"] = {"current": {"usage": 9}}
+
+    found = read_all(table, source, ["k-1", "ключ", "missing"])
+
+    assert found == {"k-1": {"current": {"usage": 3}}, "ключ": [1, 2.5, None]}
+    if store == "rocksdb":  # one database per partition; the memory store has one dict
+        assert read_all(table, source, ["k-0"]) == {}
