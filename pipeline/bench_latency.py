@@ -148,7 +148,6 @@ async def produce_steadily(
     try:
         started = loop.time()
         index = 0
-        pending = []
         while index < records:
             due = min(records, int((loop.time() - started) * rate) + 1)
             for i in range(index, due):
@@ -158,11 +157,12 @@ async def produce_steadily(
                 value = orjson.dumps({"ts": time.time(), "org_id": ORG, "key": key, "count": 1})
                 if is_crossing:
                     sent_at[key] = loop.time()
-                sent = await producer.send(settings.topics.requests, value, key=key.encode())
-                pending.append(sent)
+                await producer.send(settings.topics.requests, value, key=key.encode())
             index = due
             await asyncio.sleep(TICK)  # pacing: the next burst of due records
-        await asyncio.gather(*pending)
+        # Not a gather of every send's future: its hundreds of thousands of callbacks held this
+        # loop, and with it the receiver, for over a second, and the last webhooks seemed late.
+        await producer.flush()
         took = loop.time() - started
     finally:
         await producer.stop()
