@@ -17,7 +17,7 @@ from pipeline.bench_plan import PlannedRecord
 from pipeline.config import Settings
 from pipeline.kafka import wait_committed
 from pipeline.loader import publish
-from pipeline.local import WorkerProcess, free_port
+from pipeline.local import WorkerProcess, free_port, wait_group_settled
 
 #: Event time of the first record of a usage run; the load runs at 1,000 records per second of
 #: event time, well inside one quota period of the sessions.
@@ -140,11 +140,12 @@ def worker_configs(config: dict[str, Any], workers: int) -> list[dict[str, Any]]
 async def start_workers(
     configs: Sequence[dict[str, Any]], workdir: Path, name: str, *, timeout: float = 300
 ) -> list[WorkerProcess]:
-    """Start one worker per config; return once they form a settled group.
+    """Start one worker per config; return once they form a settled group: every one ready
+    in the same group generation.
 
-    A worker is ready once it has been through a rebalance; the last one to be ready has
-    been through the one that includes every worker, and the others are ready again once
-    they have recovered their share of it: hence two rounds.
+    Waiting for each to be ready twice was not enough: the first could still answer ready
+    from before the others joined, and the latency bench then began while the group still
+    rebalanced: its first records waited up to 1.5 s.
     """
     workers = [
         WorkerProcess(config, workdir, name=f"{name}-{i}") for i, config in enumerate(configs)
@@ -152,8 +153,7 @@ async def start_workers(
     for worker in workers:
         worker.start()
     try:
-        for _ in range(2):
-            await asyncio.gather(*(worker.wait_ready(timeout=timeout) for worker in workers))
+        await wait_group_settled(workers, timeout)
     except BaseException:
         await stop_workers(workers)
         raise

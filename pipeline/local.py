@@ -104,6 +104,17 @@ class WorkerProcess:
         """Poll /readyz until it answers 200: the worker has its partitions and its tables."""
         await self.wait_healthy(timeout, page="readyz")
 
+    async def readiness(self, session: aiohttp.ClientSession) -> tuple[bool, int | None]:
+        """Whether /readyz answers 200 now, and the group generation it names."""
+        if self._process is None or self._process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited early; see {self.log_path}")
+        try:
+            async with session.get(f"{self.web_url}/readyz") as response:
+                body = orjson.loads(await response.read())
+                return response.status == 200, body.get("generation")
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
+            return False, None
+
     async def wait_healthy(self, timeout: float = 90, *, page: str = "healthz") -> None:
         """Poll /healthz (or ``page``) until it answers 200; raise if the process dies or time
         runs out."""
@@ -152,3 +163,25 @@ class WorkerProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def group_settled(readings: list[tuple[bool, int | None]]) -> bool:
+    """Whether workers answering ``readings`` ((ready, generation) each) share the partitions:
+    all ready, in one generation. A worker still ready in an earlier generation has not yet
+    been told that another joined, and keeps partitions it is about to give up."""
+    generations = {generation for _, generation in readings}
+    return all(ready for ready, _ in readings) and len(generations) == 1 and None not in generations
+
+
+async def wait_group_settled(workers: list[WorkerProcess], timeout: float = 300) -> None:
+    """Poll every worker's /readyz until :func:`group_settled`; raise if time runs out."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while loop.time() < deadline:
+            readings = [await worker.readiness(session) for worker in workers]
+            if group_settled(readings):
+                return
+            await asyncio.sleep(0.2)  # poll interval
+    names = ", ".join(worker.name for worker in workers)
+    raise TimeoutError(f"{names}: not ready in one group generation within {timeout}s")

@@ -31,7 +31,10 @@ def attach_web(pipeline: Pipeline) -> None:
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
         ready = worker_ready(pipeline)
-        return web.json({"ready": ready}, status=200 if ready else 503)
+        # The consumer group generation this worker last joined: workers that are all ready in
+        # the same one share the partitions between them (see local.wait_group_settled).
+        body = {"ready": ready, "generation": pipeline.app.consumer_generation_id}
+        return web.json(body, status=200 if ready else 503)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

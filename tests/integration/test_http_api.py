@@ -172,7 +172,8 @@ async def test_a_session_put_over_http_is_monitored_and_its_quota_shows_usage(
     # 503 until the worker has its partitions (its /healthz answers before that); /readyz
     # says when that is.
     ready = await until(lambda: http("GET", f"{url}/readyz", auth=False), lambda a: a.status == 200)
-    assert ready.json == {"ready": True}
+    assert ready.json["ready"] is True
+    assert ready.json["generation"] >= 1  # the consumer group generation it is ready in
     unknown = await until(lambda: http("GET", f"{url}/quota/{key}"), lambda a: a.status != 503)
     assert (unknown.status, unknown.json) == (404, {"error": "no session for key"})
     bad = await http("PUT", f"{url}/sessions/{key}", data=b'{"monitor": {"trigger_limits": [0]}}')
