@@ -129,6 +129,8 @@ class BulkFeed:
         #: Bumped by every :meth:`clear`; runs fetched before then are stale.
         self.epoch = 0
         self._runs: deque[Run] = deque()
+        #: When each waiting run came (event loop time), in the same order.
+        self._arrived: deque[float] = deque()
         self._size = 0
         self._filled = asyncio.Event()
         self._room = asyncio.Event()
@@ -161,9 +163,11 @@ class BulkFeed:
             await self._room.wait()
         if epoch != self.epoch:
             return False
+        now = asyncio.get_running_loop().time()
         for run in runs:
             if run.records:
                 self._runs.append(run)
+                self._arrived.append(now)
                 self._size += len(run.records)
         self._filled.set()
         return True
@@ -175,18 +179,24 @@ class BulkFeed:
         self._cleared = asyncio.Event()
         dropped = list(self._runs)
         self._runs.clear()
+        self._arrived.clear()
         self._size = 0
         self._room.set()
         return dropped
 
     async def take(self, max_records: int, within: float) -> Batch:
         """Wait for a run, then gather runs until there are ``max_records`` records (whole runs,
-        so a batch may hold one run more) or ``within`` seconds have passed."""
+        so a batch may hold one run more) or the oldest has waited ``within`` seconds.
+
+        The wait counts from the oldest run's arrival, not from this call: runs that came while
+        the agent was busy with its last batch for longer than that go at once, rather than
+        wait ``within`` more on top (at 13,000 records/s the oldest waited 0.25 s plus the
+        batch before plus its own).
+        """
         while not self._runs:
             self._filled.clear()
             await self._filled.wait()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
+        deadline = self._arrived[0] + within
         epoch = self.epoch
         runs: list[Run] = []
         taken = 0
@@ -203,6 +213,7 @@ class BulkFeed:
                     return Batch(epoch, runs)
                 continue
             run = self._runs.popleft()
+            self._arrived.popleft()
             runs.append(run)
             taken += len(run.records)
         self._size -= taken

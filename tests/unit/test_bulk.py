@@ -65,6 +65,38 @@ async def test_take_waits_for_the_first_run_then_returns_what_came_within_the_ti
     assert offsets(batch.runs) == [(0, [1])]
 
 
+async def test_runs_that_waited_past_the_time_while_the_agent_was_busy_go_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    feed = BulkFeed(capacity=100)
+    loop = asyncio.get_running_loop()
+    now = loop.time
+    # The run came a minute ago, while the agent handled its last batch.
+    monkeypatch.setattr(loop, "time", lambda: now() - 60)
+    await feed.put([run(P0, 1, 2)], feed.epoch)
+    monkeypatch.undo()
+
+    async with asyncio.timeout(5):  # not the 30 s a wait counted from this call would take
+        batch = await feed.take(max_records=10, within=30)
+
+    assert offsets(batch.runs) == [(0, [1, 2])]
+
+
+async def test_a_fresh_run_waits_for_more_until_it_has_waited_the_time() -> None:
+    feed = BulkFeed(capacity=100)
+    await feed.put([run(P0, 1)], feed.epoch)
+    taking = asyncio.create_task(feed.take(max_records=10, within=30))
+    done, _ = await asyncio.wait({taking}, timeout=0.05)
+    assert not done  # gathering: the run came just now
+
+    await feed.put([run(P1, 5)], feed.epoch)
+    await feed.put([run(P0, 2)] * 9, feed.epoch)  # ten records: the batch is full
+
+    async with asyncio.timeout(5):
+        batch = await taking
+    assert offsets(batch.runs)[:2] == [(0, [1]), (1, [5])]
+
+
 async def test_a_full_feed_holds_the_fetcher_until_the_agent_takes() -> None:
     feed = BulkFeed(capacity=2)
     await feed.put([run(P0, 1, 2)], feed.epoch)
