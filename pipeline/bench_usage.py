@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline.bench_plan import PlannedRecord
 from pipeline.config import Settings
@@ -62,7 +63,11 @@ def org_name(index: int) -> str:
 
 
 async def produce_load(settings: Settings, plan: Iterable[PlannedRecord]) -> Produced:
-    """Produce the request counts as fast as the client allows."""
+    """Produce the request counts as fast as the client allows: each into its key's partition
+    (aiokafka's default partitioner, as for the sessions), filling aiokafka's record batches
+    directly. One ``send`` per record made about 30,000 records/s, less than the usage stage
+    takes, so the stage's rate was the load generator's."""
+    topic = settings.topics.requests
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=20, max_batch_size=262_144
     )
@@ -70,23 +75,31 @@ async def produce_load(settings: Settings, plan: Iterable[PlannedRecord]) -> Pro
     started = time.perf_counter()
     records = requests = 0
     try:
-        pending = []
+        partitions = sorted(await producer.partitions_for(topic))
+        partition_of = DefaultPartitioner()
+        filling: dict[int, Any] = {}
+        pending: list[asyncio.Future[Any]] = []
         for i, record in enumerate(plan):
-            key = key_name(record.key)
+            key = key_name(record.key).encode()
             value = orjson.dumps(
                 {
                     "ts": T0 + i / 1000,
                     "org_id": org_name(record.org),
-                    "key": key,
+                    "key": key.decode(),
                     "count": record.requests,
                 }
             )
-            pending.append(await producer.send(settings.topics.requests, value, key=key.encode()))
+            partition = partition_of(key, partitions, partitions)
+            batch = filling.get(partition) or producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+            filling[partition] = batch
             records += 1
             requests += record.requests
-            if len(pending) >= 10_000:
-                await asyncio.gather(*pending)
-                pending.clear()
+        for partition, batch in filling.items():
+            pending.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*pending)
     finally:
         await producer.stop()

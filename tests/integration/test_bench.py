@@ -13,6 +13,10 @@ from typing import Any
 import orjson
 import pytest
 
+from pipeline.bench_plan import PlannedRecord
+from pipeline.bench_usage import key_name, produce_load
+from tests.integration.conftest import key_partition, read_to_end
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -142,3 +146,24 @@ async def test_bench_refuses_bad_arguments_in_one_line(arguments, message):
     lines = stderr.decode().splitlines()
     assert len(lines) == 1
     assert message in lines[0]
+
+
+async def test_the_load_goes_to_each_keys_partition_in_plan_order(make_config, topics_of):
+    # Batches are filled per partition: each record must still land where a keyed send puts
+    # it (its session's partition), and a key's records keep their order.
+    settings = await topics_of(make_config())
+    plan = [PlannedRecord(key=i % 7, org=i % 2, requests=1 + i % 10) for i in range(3_000)]
+
+    produced = await produce_load(settings, plan)
+
+    records = await read_to_end(settings.kafka.bootstrap_servers, settings.topics.requests)
+    assert (produced.records, produced.requests) == (3_000, sum(r.requests for r in plan))
+    partitions = sorted({record.partition for record in records})
+    assert len(partitions) > 1
+    by_key: dict[str, list[int]] = {}
+    for record in records:
+        value = orjson.loads(record.value)
+        assert record.key == value["key"].encode()
+        assert record.partition == key_partition(value["key"], settings.kafka.partitions)
+        by_key.setdefault(value["key"], []).append(value["count"])
+    assert by_key == {key_name(k): [r.requests for r in plan if r.key == k] for k in range(7)}
