@@ -16,8 +16,10 @@ from faust.types import TP
 from mode.services import Diag
 from mode.utils.logging import CompositeLogger
 
+from pipeline.app import build_pipeline
 from pipeline.bulk import BulkFeed, Run
-from pipeline.fetching import LosslessFetchConsumer, put_back
+from pipeline.config import Settings
+from pipeline.fetching import FETCH_MAX_WAIT_MS, LosslessFetchConsumer, put_back
 
 CHANGELOG = TP("app-usage-changelog", 0)
 TRIGGERS = TP("quota.triggers", 1)
@@ -293,3 +295,16 @@ def test_acknowledged_offsets_are_kept_under_aiokafkas_own_partition_type() -> N
     assert key == TopicPartition(TRIGGERS.topic, TRIGGERS.partition)
     assert consumer._acked[key] == [4, 5, 6]
     assert consumer._n_acked == 3
+
+
+async def test_the_worker_consumer_holds_a_fetch_on_the_broker_briefly(tmp_path) -> None:
+    # aiokafka does not renew a held fetch when partitions resume: the hold is their delay.
+    pipeline = build_pipeline(Settings(data_dir=tmp_path))
+    thread = pipeline.app.consumer._thread
+
+    consumer = thread._create_worker_consumer(pipeline.app.transport)
+    try:
+        assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS <= 200
+    finally:
+        await consumer.stop()
+        thread.thread_loop.close()  # made for the thread, which never started
