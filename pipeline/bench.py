@@ -132,6 +132,7 @@ async def run_bench(options: BenchOptions) -> BenchResult:
             background_keys=options.keys,
             workers=options.workers,
             crossing_every=options.crossing_every,
+            exponent=options.exponent,
         )
     if options.active_keys:
         memory = await run_memory_bench(config, workdir, options.active_keys)

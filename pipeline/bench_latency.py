@@ -2,18 +2,21 @@
 webhook arriving at a local receiver, at a steady load of half the usage stage's measured rate.
 
 One org (unlimited, so it never fires itself) has its ``trigger_event.webhook`` at a receiver in
-this process. Background keys have a quota they never reach; one record in ``crossing_every``
-goes to a fresh crossing key whose quota is 1 with the single threshold 100, so that record
-fires exactly one trigger. Its key pairs the webhook (the body's ``key``) with the moment the
-record was handed to the producer; both are read on this event loop's monotonic clock.
+this process. Background keys have a quota they never reach, and are drawn as the usage run
+draws its keys (``--skew``); one record in ``crossing_every`` goes to a fresh crossing key
+whose quota is 1 with the single threshold 100, so that record fires exactly one trigger. Its
+key pairs the webhook (the body's ``key``) with the moment the record was handed to the
+producer; both are read on this event loop's monotonic clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from pipeline.bench_delivery import derived_config
-from pipeline.bench_plan import crossing_keys, latency_record, percentile
+from pipeline.bench_plan import crossing_keys, latency_plan, percentile
 from pipeline.bench_usage import start_workers, stop_workers, worker_configs
 from pipeline.config import Settings
 from pipeline.demo import remove_topics
@@ -88,6 +91,7 @@ async def run_latency_bench(
     background_keys: int,
     workers: int,
     crossing_every: int,
+    exponent: float | None = None,
 ) -> LatencyBench:
     """The whole latency run, with its own app id and topics derived from ``base``."""
     records = max(round(rate * seconds), 10 * crossing_every)  # ten crossings at least
@@ -107,9 +111,8 @@ async def run_latency_bench(
             running = await start_workers(worker_configs(config, workers), workdir, "latency")
             try:
                 await wait_committed(settings, settings.topics.sessions, len(sessions), 600)
-                sent_at, took = await produce_steadily(
-                    settings, records, rate, background_keys, crossing_every
-                )
+                plan = latency_plan(background_keys, crossing_every, exponent=exponent)
+                sent_at, took = await produce_steadily(settings, records, rate, plan)
                 with contextlib.suppress(TimeoutError):
                     await receiver.wait_for(crossings, timeout=DRAIN_TIMEOUT)
             finally:
@@ -137,7 +140,7 @@ async def run_latency_bench(
 
 
 async def produce_steadily(
-    settings: Settings, records: int, rate: float, background_keys: int, crossing_every: int
+    settings: Settings, records: int, rate: float, plan: Iterator[tuple[bool, int]]
 ) -> tuple[dict[str, float], float]:
     """Produce ``records`` records at ``rate`` per second; returns when each crossing record
     was handed to the producer, by key (event loop time), and the seconds it all took."""
@@ -150,8 +153,7 @@ async def produce_steadily(
         index = 0
         while index < records:
             due = min(records, int((loop.time() - started) * rate) + 1)
-            for i in range(index, due):
-                is_crossing, number = latency_record(i, background_keys, crossing_every)
+            for is_crossing, number in itertools.islice(plan, due - index):
                 key = crossing_key(number) if is_crossing else background_key(number)
                 # ts is the wall clock: the record is as fresh as a gateway's.
                 value = orjson.dumps({"ts": time.time(), "org_id": ORG, "key": key, "count": 1})

@@ -125,15 +125,25 @@ def plan_load(
         yield PlannedRecord(key, layout.org_of(key), rng.randint(1, COUNT_MAX))
 
 
-def latency_record(index: int, background_keys: int, every: int) -> tuple[bool, int]:
-    """The ``index``-th record of the latency run: (crossing, key index).
+def latency_plan(
+    background_keys: int, every: int, *, exponent: float | None = None, seed: int = 1
+) -> Iterator[tuple[bool, int]]:
+    """The records of the latency run, endlessly: (crossing, key index) each.
 
     Every ``every``-th record goes to a fresh crossing key (quota 1, so that record fires its
-    one threshold); the others go round robin to background keys that never cross.
+    one threshold). The others go to background keys that never cross, drawn as the usage run
+    draws its keys (uniform, or zipf with ``exponent``): the load is half the measured maximum
+    *of the same traffic*. (Round robin over the keys, as before 0.7.0, gave every record a key
+    of its own in a batch, the costliest traffic there is: half of the zipf run's rate was then
+    nearly all a worker could take.)
     """
-    if index % every == every - 1:
-        return True, index // every
-    return False, index % background_keys
+    rng = random.Random(seed)  # noqa: S311 - load generation, not cryptography
+    background = KeySampler(background_keys, exponent)
+    for index in itertools.count():
+        if index % every == every - 1:
+            yield True, index // every
+        else:
+            yield False, background.draw(rng)
 
 
 def crossing_keys(records: int, every: int) -> int:

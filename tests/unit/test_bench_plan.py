@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 import random
 
 import pytest
@@ -17,7 +18,7 @@ from pipeline.bench_plan import (
     OrgLayout,
     Target,
     crossing_keys,
-    latency_record,
+    latency_plan,
     parse_skew,
     percentile,
     plan_load,
@@ -107,10 +108,22 @@ def test_the_plan_is_the_same_for_the_same_seed():
 
 @pytest.mark.parametrize("every", [1, 10, CROSSING_EVERY])
 def test_latency_records_cross_once_in_every_nth_on_fresh_keys(every: int):
-    plan = [latency_record(i, background_keys=7, every=every) for i in range(10 * every)]
+    plan = list(itertools.islice(latency_plan(7, every), 10 * every))
     crossing = [key for is_crossing, key in plan if is_crossing]
     assert crossing == list(range(10)) == list(range(crossing_keys(len(plan), every)))
     assert all(0 <= key < 7 for is_crossing, key in plan if not is_crossing)
+
+
+def test_latency_background_keys_are_drawn_as_the_usage_run_draws_them():
+    # Half the measured maximum of the same traffic: zipf keys stay zipf, uniform stay uniform.
+    def background(exponent):
+        plan = itertools.islice(latency_plan(1000, 100, exponent=exponent), 50_000)
+        return collections.Counter(key for is_crossing, key in plan if not is_crossing)
+
+    zipf, uniform = background(1.2), background(None)
+    assert zipf[0] > 0.15 * sum(zipf.values())  # the hottest key: about a fifth at S = 1.2
+    assert max(uniform.values()) < 0.01 * sum(uniform.values())
+    assert len(uniform) == 1000
 
 
 @given(st.lists(st.floats(0, 1e6), min_size=1, max_size=200), st.floats(0, 100), st.floats(0, 100))
