@@ -16,7 +16,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline.bench_plan import PlannedRecord
 from pipeline.config import Settings
-from pipeline.kafka import wait_committed
+from pipeline.kafka import RecordBatches, wait_committed
 from pipeline.loader import publish
 from pipeline.local import WorkerProcess, free_port, wait_group_settled
 
@@ -77,30 +77,24 @@ async def produce_load(settings: Settings, plan: Iterable[PlannedRecord]) -> Pro
     try:
         partitions = sorted(await producer.partitions_for(topic))
         partition_of = DefaultPartitioner()
-        filling: dict[int, Any] = {}
-        pending: list[asyncio.Future[Any]] = []
+        filling = {p: RecordBatches(producer, topic, p) for p in partitions}
         for i, record in enumerate(plan):
-            key = key_name(record.key).encode()
+            name = key_name(record.key)
+            key = name.encode()
             value = orjson.dumps(
                 {
                     "ts": T0 + i / 1000,
                     "org_id": org_name(record.org),
-                    "key": key.decode(),
+                    "key": name,
                     "count": record.requests,
                 }
             )
-            partition = partition_of(key, partitions, partitions)
-            batch = filling.get(partition) or producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it
-                pending.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
-            filling[partition] = batch
+            await filling[partition_of(key, partitions, partitions)].add(key, value)
             records += 1
             requests += record.requests
-        for partition, batch in filling.items():
-            pending.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*pending)
+        await asyncio.gather(
+            *[ack for batches in filling.values() for ack in await batches.close()]
+        )
     finally:
         await producer.stop()
     return Produced(records, requests, records / (time.perf_counter() - started))

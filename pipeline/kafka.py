@@ -26,6 +26,42 @@ from pipeline.errors import BrokerUnavailable
 DLQ_RETENTION_MS = 28 * 24 * 3600 * 1000
 
 
+class RecordBatches:
+    """Records for one partition, appended to aiokafka record batches, each sent once full.
+
+    ``send`` per record costs about 10 µs in aiokafka alone (and 30 µs or more through faust);
+    appending to a batch 2 to 5 µs.
+    """
+
+    def __init__(self, producer: Any, topic: str, partition: int) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._partition = partition
+        self._batch = producer.create_batch()
+        #: The broker's acknowledgement of each batch sent, in order.
+        self.acks: list[asyncio.Future[Any]] = []
+        #: Records in the batch being filled (the last, once :meth:`close` sent it).
+        self.in_last = 0
+
+    async def add(self, key: bytes | None, value: bytes | None) -> None:
+        if self._batch.append(key=key, value=value, timestamp=None) is None:  # full: send it
+            await self._send()
+            self._batch = self._producer.create_batch()
+            self._batch.append(key=key, value=value, timestamp=None)  # the first always fits
+            self.in_last = 0
+        self.in_last += 1
+
+    async def close(self) -> list[asyncio.Future[Any]]:
+        """Send the batch being filled (unless empty); the acknowledgements of every batch."""
+        if self.in_last:
+            await self._send()
+        return self.acks
+
+    async def _send(self) -> None:
+        sent = await self._producer.send_batch(self._batch, self._topic, partition=self._partition)
+        self.acks.append(sent)
+
+
 class TopicSpec(NamedTuple):
     name: str
     config: dict[str, str]

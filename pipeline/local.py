@@ -106,8 +106,7 @@ class WorkerProcess:
 
     async def readiness(self, session: aiohttp.ClientSession) -> tuple[bool, int | None]:
         """Whether /readyz answers 200 now, and the group generation it names."""
-        if self._process is None or self._process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited early; see {self.log_path}")
+        self._check_running()
         try:
             async with session.get(f"{self.web_url}/readyz") as response:
                 body = orjson.loads(await response.read())
@@ -122,8 +121,7 @@ class WorkerProcess:
         deadline = loop.time() + timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             while loop.time() < deadline:
-                if self._process is None or self._process.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited early; see {self.log_path}")
+                self._check_running()
                 try:
                     async with session.get(f"{self.web_url}/{page}") as response:
                         if response.status == 200:
@@ -132,6 +130,10 @@ class WorkerProcess:
                     pass
                 await asyncio.sleep(0.2)  # poll interval
         raise TimeoutError(f"{self.name}: no 200 from /{page} in {timeout}s; see {self.log_path}")
+
+    def _check_running(self) -> None:
+        if self._process is None or self._process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited early; see {self.log_path}")
 
     def stop(self, timeout: float = 30) -> int | None:
         """SIGTERM and wait (faust commits and closes cleanly); SIGKILL if it hangs."""

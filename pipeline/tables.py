@@ -73,10 +73,9 @@ async def write_all(
     if not items:
         return
     partition = source_event.message.partition
-    records = [changelog_record(table, key, value) for key, value in items.items()]
-    last = await emit_batched(
-        app, source_event, table.changelog_topic.get_topic_name(), partition, records
-    )
+    changelog_name = table.changelog_topic.get_topic_name()
+    records = changelog_records(table, items)
+    last = await emit_batched(app, source_event, changelog_name, partition, records)
     database = _partition_database(table, source_event)
     if database is None:
         with acting_for(source_event):
@@ -90,16 +89,18 @@ async def write_all(
         database.write(batch)
     # What faust does once a changelog write is acknowledged (Collection._on_changelog_sent):
     # a restart on this data dir reads the changelog on from here.
-    changelog = faust.types.TP(table.changelog_topic.get_topic_name(), partition)
+    changelog = faust.types.TP(changelog_name, partition)
     if app.in_transaction:
         app.tables.persist_offset_on_commit(table.data, changelog, last)
     else:
         table.data.set_persisted_offset(changelog, last)
 
 
-def changelog_record(table: Any, key: str, value: Any) -> tuple[bytes, bytes]:
-    """``key`` and ``value`` as faust writes them to ``table``'s changelog (its codecs)."""
-    return codecs.dumps(table.key_serializer, key), codecs.dumps(table.value_serializer, value)
+def changelog_records(table: Any, items: Mapping[str, Any]) -> list[tuple[bytes, bytes]]:
+    """Each (key, value) as faust writes it to ``table``'s changelog (its codecs)."""
+    encode_key = codecs.get_codec(table.key_serializer).dumps
+    encode_value = codecs.get_codec(table.value_serializer).dumps
+    return [(encode_key(key), encode_value(value)) for key, value in items.items()]
 
 
 def _partition_database(table: Any, source_event: Any) -> Any:

@@ -60,6 +60,7 @@ from faust.types import TP
 
 from pipeline.bulk import BulkFeed
 from pipeline.fetching import LosslessFetchConsumer
+from pipeline.kafka import RecordBatches
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +295,7 @@ async def emit_batched(
     ``source_event``'s partition; return the offset of the last once the broker has them all.
 
     One record at a time through faust costs 30 µs or more (its send buffer, a future and a
-    callback each); filling aiokafka's record batches costs 2 to 5 µs a record.
+    callback each): see :class:`pipeline.kafka.RecordBatches`.
     """
     assert records, "nothing to send"
     # faust's Producer hands out neither its aiokafka producers nor batches: this is the one
@@ -309,18 +310,13 @@ async def emit_batched(
         exclusive: Any = faust_producer._trn_locks[transactional_id]
     else:
         producer, exclusive = faust_producer._ensure_producer(), nullcontext()
-    acks = []
+    batches = RecordBatches(producer, topic, partition)
     async with exclusive:
-        batch, in_batch = producer.create_batch(), 0
         for key, value in records:
-            if batch.append(key=key, value=value, timestamp=None) is None:  # full
-                acks.append(await producer.send_batch(batch, topic, partition=partition))
-                batch, in_batch = producer.create_batch(), 0
-                batch.append(key=key, value=value, timestamp=None)  # the first always fits
-            in_batch += 1
-        acks.append(await producer.send_batch(batch, topic, partition=partition))
+            await batches.add(key, value)
+        acks = await batches.close()
     first_of_last = (await asyncio.gather(*acks))[-1].offset
-    return int(first_of_last) + in_batch - 1
+    return int(first_of_last) + batches.in_last - 1
 
 
 async def emit_all(

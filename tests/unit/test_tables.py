@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.app import build_pipeline
 from pipeline.config import Settings
-from pipeline.tables import acting_for, changelog_record, read_all
+from pipeline.tables import acting_for, changelog_records, read_all
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,7 @@ async def test_a_changelog_record_is_what_faust_sends_for_the_same_write(
             value_serializer=table.value_serializer,
         ).message
 
-        assert changelog_record(table, key, value) == (faust_message.key, faust_message.value)
+        assert changelog_records(table, {key: value}) == [(faust_message.key, faust_message.value)]
 
 
 class SourceEvent:
