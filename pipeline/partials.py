@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from pipeline.errors import InvalidRecord
+from pipeline.models import RequestCount
 
 Bucket = tuple[float, int]
 
@@ -26,15 +27,19 @@ class PartialSums:
     def __init__(self) -> None:
         self._orgs: dict[str, dict[int, list[Any]]] = defaultdict(dict)
 
-    def add(self, org_id: str, ts: float, count: int) -> None:
-        seconds = self._orgs[org_id]
-        second = int(ts // 1)
-        bucket = seconds.get(second)
-        if bucket is None:
-            seconds[second] = [ts, count]
-        else:
-            bucket[0] = min(bucket[0], ts)
-            bucket[1] += count
+    def add_all(self, records: Iterable[RequestCount]) -> None:
+        """Every record counts for its org (whether or not its key has a session)."""
+        orgs = self._orgs
+        for ts, org_id, _, count, _ in records:
+            seconds = orgs[org_id]
+            second = ts // 1
+            bucket = seconds.get(second)
+            if bucket is None:
+                seconds[second] = [ts, count]
+            else:
+                if ts < bucket[0]:
+                    bucket[0] = ts
+                bucket[1] += count
 
     def items(self) -> Iterable[tuple[str, list[Bucket]]]:
         """Each org with its buckets in event-time order."""

@@ -123,6 +123,15 @@ def _add(period: Period, count: int, ts: float, limits: Limits) -> tuple[Period,
     return period, [Crossing(t, period.usage, period.start, period.end, ts) for t in new]
 
 
+def next_firing(period: Period | None, limits: Limits) -> float:
+    """``usage * 100`` at which the period's next unfired threshold is reached (as
+    :func:`reached` compares it); infinite when nothing more can fire."""
+    if period is None or limits.quota_max <= 0:
+        return NEVER
+    unfired = [threshold for threshold in limits.thresholds if threshold not in period.fired]
+    return min(unfired) * limits.quota_max if unfired else NEVER
+
+
 def apply_records(
     state: UsageState, records: Iterable[tuple[float, int]], limits: Limits
 ) -> Applied:
@@ -130,25 +139,48 @@ def apply_records(
     current, previous = state.current, state.previous
     crossings: list[Crossing] = []
     dropped = 0
+    # Most records fall in the current period and reach no threshold: those are summed in
+    # ``usage`` alone, without a Period per record (a third of the usage stage's own time).
+    # ``usage`` is folded back into ``current`` before anything else reads it.
+    usage = current.usage if current is not None else 0
+    firing = next_firing(current, limits)
     for ts, count in records:
-        if current is None or ts >= current.end:
-            # Periods roll on the first record at or after the end, never on a clock.
-            previous, current = current, open_period(ts, limits)
-        if ts >= current.start:
-            current, fired = _add(current, count, ts, limits)
-        elif previous is not None and previous.holds(ts):
-            previous, fired = _add(previous, count, ts, limits)
-        elif previous is None or ts >= previous.end:
-            # After every kept period but before the current one: the current period opened
-            # on a record that overtook this one (an org's records come from many partitions).
-            # It is counted there, and, being late, fires nothing itself.
-            current = replace(current, usage=current.usage + count)
-            continue
-        else:
-            dropped += count
-            continue
+        if current is not None and current.start <= ts < current.end:
+            if (usage + count) * 100 < firing:
+                usage += count
+                continue
+        if current is not None and usage != current.usage:
+            current = Period(current.start, current.end, usage, current.fired)
+        current, previous, fired, count_dropped = _apply_one(current, previous, ts, count, limits)
         crossings.extend(fired)
+        dropped += count_dropped
+        usage = current.usage
+        firing = next_firing(current, limits)
+    if current is not None and usage != current.usage:
+        current = Period(current.start, current.end, usage, current.fired)
     return Applied(UsageState(current, previous), crossings, dropped)
+
+
+def _apply_one(
+    current: Period | None, previous: Period | None, ts: float, count: int, limits: Limits
+) -> tuple[Period, Period | None, list[Crossing], int]:
+    """One record, any case: (current, previous, crossings, requests dropped)."""
+    fired: list[Crossing] = []
+    if current is None or ts >= current.end:
+        # Periods roll on the first record at or after the end, never on a clock.
+        previous, current = current, open_period(ts, limits)
+    if ts >= current.start:
+        current, fired = _add(current, count, ts, limits)
+    elif previous is not None and previous.holds(ts):
+        previous, fired = _add(previous, count, ts, limits)
+    elif previous is None or ts >= previous.end:
+        # After every kept period but before the current one: the current period opened
+        # on a record that overtook this one (an org's records come from many partitions).
+        # It is counted there, and, being late, fires nothing itself.
+        current = replace(current, usage=current.usage + count)
+    else:
+        return current, previous, fired, count
+    return current, previous, fired, 0
 
 
 class BatchPlan(NamedTuple):

@@ -90,8 +90,7 @@ def attach_usage_agents(pipeline: Pipeline) -> None:
             # Every record counts for its org, whether or not its key has a session.
             partials = PartialSums()
             origin = (partition, source.message.offset)
-            for record in records:
-                partials.add(record.org_id, record.ts, record.count)
+            partials.add_all(records)
             await emit_all(app, source, topics.triggers, triggers)
             await emit_all(
                 app,
@@ -138,9 +137,9 @@ def plan_key_batch(
     """
     by_key: dict[str, list[tuple[float, int]]] = defaultdict(list)
     org_of_key: dict[str, str] = {}
-    for record in records:
-        by_key[record.key].append((record.ts, record.count))
-        org_of_key[record.key] = record.org_id
+    for ts, org_id, key, count, _ in records:
+        by_key[key].append((ts, count))
+        org_of_key[key] = org_id
     states: dict[str, dict[str, Any]] = {}
     triggers: list[tuple[str, bytes]] = []
     for key, counts in by_key.items():

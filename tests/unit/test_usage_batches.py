@@ -101,8 +101,7 @@ def test_keys_without_session_are_not_tracked_but_count_for_their_org():
     assert usage == {}
 
     partials = PartialSums()
-    for record in records:
-        partials.add(record.org_id, record.ts, record.count)
+    partials.add_all(records)
     orgs = {"org1": {"quota_max": 10, "quota_renewal_rate": 0, "trigger_limits": []}}
     org_usage: dict = {}
     plan = plan_org_batch(
@@ -125,9 +124,15 @@ def test_session_org_wins_over_the_gateways_org():
 
 def test_partial_sums_bucket_by_second_keeping_the_earliest_time():
     partials = PartialSums()
-    for ts, count in [(10.7, 1), (10.2, 2), (11.0, 4), (9.9, 8)]:
-        partials.add("org1", ts, count)
-    assert list(partials.items()) == [("org1", [(9.9, 8), (10.2, 3), (11.0, 4)])]
+    partials.add_all(
+        RequestCount(ts, org, "k", count, None)
+        for ts, org, count in [(10.7, "o1", 1), (10.2, "o1", 2), (11.0, "o1", 4), (9.9, "o1", 8)]
+        + [(10.5, "o2", 16)]
+    )
+    assert list(partials.items()) == [
+        ("o1", [(9.9, 8), (10.2, 3), (11.0, 4)]),
+        ("o2", [(10.5, 16)]),
+    ]
 
 
 def test_planning_writes_nothing():
