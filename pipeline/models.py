@@ -31,8 +31,9 @@ class RequestCount(NamedTuple):
     org_id: str
     #: The API key, as the gateway knows it.
     key: str
-    #: Requests in this record: gateways may pre-aggregate.
-    count: int
+    #: Requests in this record: gateways may pre-aggregate. (It hides tuple.count, which
+    #: nothing here calls.)
+    count: int  # type: ignore[assignment]
     #: API the requests went to, when the gateway says.
     api_id: str | None
 
@@ -65,7 +66,7 @@ def decode_request_count(raw: bytes | None) -> RequestCount:
         get("count", 1),
         get("api_id"),
     )
-    if not (type(ts) is float and isfinite(ts) or type(ts) is int):
+    if not ((type(ts) is float and isfinite(ts)) or type(ts) is int):
         raise InvalidRecord("ts must be a number of unix seconds")
     if type(org_id) is not str or not org_id:
         raise InvalidRecord("org_id must be a non-empty string")

@@ -22,10 +22,10 @@ Bucket = tuple[float, int]
 
 
 class PartialSums:
-    """Accumulates one batch: org id -> second -> [earliest ts, count]."""
+    """Accumulates one batch: org id -> second (a whole float) -> [earliest ts, count]."""
 
     def __init__(self) -> None:
-        self._orgs: dict[str, dict[int, list[Any]]] = defaultdict(dict)
+        self._orgs: dict[str, dict[float, list[Any]]] = defaultdict(dict)
 
     def add_all(self, records: Iterable[RequestCount]) -> None:
         """Every record counts for its org (whether or not its key has a session)."""
@@ -37,8 +37,7 @@ class PartialSums:
             if bucket is None:
                 seconds[second] = [ts, count]
             else:
-                if ts < bucket[0]:
-                    bucket[0] = ts
+                bucket[0] = min(bucket[0], ts)
                 bucket[1] += count
 
     def items(self) -> Iterable[tuple[str, list[Bucket]]]:

@@ -145,10 +145,13 @@ def apply_records(
     usage = current.usage if current is not None else 0
     firing = next_firing(current, limits)
     for ts, count in records:
-        if current is not None and current.start <= ts < current.end:
-            if (usage + count) * 100 < firing:
-                usage += count
-                continue
+        if (
+            current is not None
+            and current.start <= ts < current.end
+            and (usage + count) * 100 < firing
+        ):
+            usage += count
+            continue
         if current is not None and usage != current.usage:
             current = Period(current.start, current.end, usage, current.fired)
         current, previous, fired, count_dropped = _apply_one(current, previous, ts, count, limits)

@@ -124,11 +124,8 @@ def test_session_org_wins_over_the_gateways_org():
 
 def test_partial_sums_bucket_by_second_keeping_the_earliest_time():
     partials = PartialSums()
-    partials.add_all(
-        RequestCount(ts, org, "k", count, None)
-        for ts, org, count in [(10.7, "o1", 1), (10.2, "o1", 2), (11.0, "o1", 4), (9.9, "o1", 8)]
-        + [(10.5, "o2", 16)]
-    )
+    counts = [(10.7, "o1", 1), (10.2, "o1", 2), (11.0, "o1", 4), (9.9, "o1", 8), (10.5, "o2", 16)]
+    partials.add_all(RequestCount(ts, org, "k", count, None) for ts, org, count in counts)
     assert list(partials.items()) == [
         ("o1", [(9.9, 8), (10.2, 3), (11.0, 4)]),
         ("o2", [(10.5, 16)]),
