@@ -113,6 +113,7 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         "broker_session_timeout": 10.0,
         "broker_heartbeat_interval": 3.0,
         "table_standby_replicas": settings.kafka.standby_replicas,
+        "consumer_max_fetch_size": settings.kafka.max_partition_fetch_bytes,
     }
     options.update(overrides)
     return faust.App(settings.app_id, **options)

@@ -62,6 +62,11 @@ class KafkaSettings(_Section):
     #: partition that moves is then recovered from its changelog (or from the tail only, when
     #: the worker held it before and kept its data dir).
     standby_replicas: int = Field(default=0, ge=0)
+    #: The most a fetch returns of one partition (Kafka's max.partition.fetch.bytes; faust's
+    #: consumer_max_fetch_size defaults to 1 MiB). A worker reading a backlog of
+    #: gateway.requests waited for fetches 40% of the time with 1 MiB (about 9,500 records a
+    #: partition per round trip): one worker read 65,000 records/s, 105,000 with 4 MiB.
+    max_partition_fetch_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
 
 class TopicNames(_Section):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from pipeline.app import create_app
 from pipeline.config import MonitorConfig, Settings, load_settings
@@ -493,3 +494,20 @@ def test_standby_replicas_reach_the_faust_app(configured: dict[str, int], standb
     app = create_app(settings)
 
     assert app.conf.table_standby_replicas == standbys
+
+
+@pytest.mark.parametrize(
+    ("configured", "fetch_bytes"),
+    [({}, 4 * 1024 * 1024), ({"max_partition_fetch_bytes": 65_536}, 65_536)],
+)
+def test_the_partition_fetch_size_reaches_the_faust_app(
+    configured: dict[str, int], fetch_bytes: int
+) -> None:
+    app = create_app(Settings.model_validate({"kafka": configured}))
+
+    assert app.conf.consumer_max_fetch_size == fetch_bytes
+
+
+def test_a_partition_fetch_smaller_than_a_kilobyte_is_refused() -> None:
+    with pytest.raises(ValidationError, match="max_partition_fetch_bytes"):
+        Settings.model_validate({"kafka": {"max_partition_fetch_bytes": 10}})
