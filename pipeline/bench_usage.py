@@ -213,9 +213,9 @@ async def usage_run(
 
     Every key gets a session, and the group loads them before anything is timed (as in
     production, workers know their keys before the traffic). The clock runs from the first
-    record sent (the load is encoded before), as fast as the client allows, until the group's committed offsets on the
-    requests topic reach every record: the load arrives faster than the stage takes it, and no
-    start-up or rebalance is timed.
+    record sent (the load is encoded before), as fast as the client allows, until the group's
+    committed offsets on the requests topic reach every record: the load arrives faster than
+    the stage takes it, and no start-up or rebalance is timed.
     """
     settings = Settings.model_validate(config)
     session = orjson.dumps(USAGE_SESSION)
