@@ -290,6 +290,24 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
         self._thread.seek(tp, offset)
         return True
 
+    def _new_offset(self, tp: TP) -> int | None:
+        """faust's answer (the offset to commit), found without its per-offset scan when the
+        acknowledged offsets are consecutive and no gap is pending: the usual case for a bulk
+        topic, whose batches acknowledge tens of thousands of offsets each. faust's scan (a
+        groupby with a lambda per offset) cost 2% of a worker reading a backlog."""
+        acked = self._acked[tp]
+        if acked and not self._gap[tp]:
+            acked.sort()
+            first, last = acked[0], acked[-1]
+            if last - first == len(acked) - 1:  # no duplicates: ack_offsets keeps them out
+                committed = self._committed_offset[tp]
+                if committed and first - committed > 1:
+                    return None  # as faust: the head of the queue is not there yet
+                self._acked_index[tp].difference_update(acked)
+                acked.clear()
+                return last + 1
+        return super()._new_offset(tp)
+
     def ack_offsets(self, tp: TP, offsets: Sequence[int]) -> None:
         """Acknowledge records of a bulk topic, as ``Consumer.ack`` does for one message."""
         # The partition keys what faust commits; under exactly_once it goes to aiokafka's

@@ -12,7 +12,11 @@ from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 from aiokafka import TopicPartition
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 from faust.types import TP
+from hypothesis import example, given
+from hypothesis import strategies as st
+from intervaltree import IntervalTree
 from mode.services import Diag
 from mode.utils.logging import CompositeLogger
 
@@ -308,3 +312,48 @@ async def test_the_worker_consumer_holds_a_fetch_on_the_broker_briefly(tmp_path)
     finally:
         await consumer.stop()
         thread.thread_loop.close()  # made for the thread, which never started
+
+
+@given(
+    # A run of consecutive offsets (what a bulk batch acknowledges), now and then others too.
+    acked=st.builds(
+        lambda start, length, others: set(range(start, start + length)) | others,
+        st.integers(0, 40),
+        st.integers(0, 20),
+        st.sets(st.integers(0, 60), max_size=5),
+    ),
+    gaps=st.lists(st.tuples(st.integers(0, 60), st.integers(1, 5)), max_size=3),
+    committed=st.none() | st.integers(0, 30),
+)
+@example(acked={12, 13}, gaps=[], committed=10)  # the next offset to commit not acked yet
+@example(acked={11, 12}, gaps=[], committed=10)
+@example(acked={11, 12}, gaps=[(13, 2)], committed=10)
+def test_the_offset_to_commit_is_faust_s_own(
+    acked: set[int], gaps: list[tuple[int, int]], committed: int | None
+) -> None:
+    # The fast path must answer as faust's scan does, and leave the same offsets behind.
+    ours, fausts = acking_consumer(), acking_consumer()
+    for consumer in (ours, fausts):
+        consumer._gap = defaultdict(IntervalTree)
+        consumer._committed_offset[REQUESTS] = committed
+        consumer._acked[REQUESTS] = list(acked)
+        consumer._acked_index[REQUESTS] = set(acked)
+        for start, length in gaps:
+            consumer._gap[REQUESTS].addi(start, start + length)
+
+    offset = ours._new_offset(REQUESTS)
+
+    assert offset == AIOKafkaDriverConsumer._new_offset(fausts, REQUESTS)
+    assert sorted(ours._acked[REQUESTS]) == sorted(fausts._acked[REQUESTS])
+    assert ours._acked_index[REQUESTS] == fausts._acked_index[REQUESTS]
+
+
+def test_consecutive_acknowledged_offsets_are_committed_past_the_last() -> None:
+    consumer = acking_consumer()
+    consumer._gap = defaultdict(IntervalTree)
+    consumer._committed_offset[REQUESTS] = 100
+    consumer.ack_offsets(REQUESTS, range(101, 20_101))
+
+    assert consumer._new_offset(REQUESTS) == 20_101
+    assert consumer._acked[REQUESTS] == []  # (faust's TP and aiokafka's hash alike)
+    assert not consumer._acked_index[REQUESTS]
