@@ -33,7 +33,12 @@ from faust.types import TP
 
 
 class Run(NamedTuple):
-    """Records of one partition from one fetch, in offset order (aiokafka ConsumerRecords)."""
+    """Records of one partition from one fetch, in offset order.
+
+    The records are aiokafka's own (``DefaultRecord``: ``offset``, ``key``, ``value``,
+    ``timestamp``, ``headers``), not ConsumerRecords: see pipeline.fetching.RawRecordsOf.
+    Their topic and partition are the run's.
+    """
 
     tp: TP
     records: Sequence[Any]
@@ -61,11 +66,9 @@ class SourceEvent:
     message: SourceMessage
 
     @classmethod
-    def of(cls, record: Any) -> SourceEvent:
-        """The event of one aiokafka ConsumerRecord."""
-        return cls(
-            SourceMessage(record.topic, record.partition, record.offset, record.key, record.value)
-        )
+    def of(cls, tp: TP, record: Any) -> SourceEvent:
+        """The event of one fetched record of partition ``tp``."""
+        return cls(SourceMessage(tp.topic, tp.partition, record.offset, record.key, record.value))
 
     @property
     def key(self) -> bytes | None:
@@ -231,6 +234,6 @@ def by_partition(runs: Sequence[Run]) -> dict[TP, list[Any]]:
 
 def source_events(runs: Sequence[Run]) -> Iterator[SourceEvent]:
     """The records of ``runs`` one by one, in the order they were fetched, as events."""
-    for run in runs:
-        for record in run.records:
-            yield SourceEvent.of(record)
+    for tp, records in runs:
+        for record in records:
+            yield SourceEvent.of(tp, record)

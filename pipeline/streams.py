@@ -111,15 +111,15 @@ async def decode_batch(
 
 
 async def decode_records(
-    pipeline: Pipeline, records: Iterable[Any], decode: Callable[[bytes | None], T]
+    pipeline: Pipeline, tp: TP, records: Iterable[Any], decode: Callable[[bytes | None], T]
 ) -> list[T]:
-    """Decode fetched records (of a bulk feed), rejecting bad ones."""
+    """Decode fetched records of partition ``tp`` (of a bulk feed), rejecting bad ones."""
     decoded: list[T] = []
     for record in records:
         try:
             decoded.append(decode(record.value))
         except InvalidRecord as exc:
-            await send_rejection(pipeline, SourceEvent.of(record), exc.reason)
+            await send_rejection(pipeline, SourceEvent.of(tp, record), exc.reason)
     return decoded
 
 

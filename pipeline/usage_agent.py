@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
+from faust.types import TP
 
 from pipeline.app import Pipeline
 from pipeline.bulk import SourceEvent
@@ -56,7 +57,7 @@ def attach_usage_agents(pipeline: Pipeline) -> None:
         # the records come in bulk, through the feed (pipeline.bulk), not through ``stream``.
         async def apply_batch(fetched: dict[Any, list[Any]]) -> None:
             for tp, records in fetched.items():
-                await apply_requests(tp.partition, records)
+                await apply_requests(tp, records)
 
         await process_runs(
             pipeline.requests_feed,
@@ -67,15 +68,16 @@ def attach_usage_agents(pipeline: Pipeline) -> None:
             within=BATCH_WITHIN,
         )
 
-    async def apply_requests(partition: int, fetched: list[Any]) -> None:
+    async def apply_requests(tp: TP, fetched: list[Any]) -> None:
         """One partition's share of a batch: key usage and triggers, org partials, the mark."""
+        partition = tp.partition
         mark = mark_key("requests", partition)
-        source = SourceEvent.of(fetched[-1])
+        source = SourceEvent.of(tp, fetched[-1])
         with acting_for(source):
             fresh = unapplied(fetched, offset_of, pipeline.tables.applied.get(mark))
         if not fresh:
             return  # read again after a restart or a repeated delivery: applied
-        records = await decode_records(pipeline, fresh, decode_request_count)
+        records = await decode_records(pipeline, tp, fresh, decode_request_count)
         # Events first, state after: a crash between them repeats an event (with its id)
         # rather than losing one. The lock keeps session changes out of the gap.
         async with pipeline.key_writes:

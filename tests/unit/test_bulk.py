@@ -22,17 +22,16 @@ P1 = TP("gateway.requests", 1)
 
 
 class Record(NamedTuple):
-    """The fields of an aiokafka ConsumerRecord the feed's users read."""
+    """The fields of a fetched record (aiokafka's DefaultRecord) the feed's users read: no
+    topic or partition, which are its run's."""
 
-    topic: str
-    partition: int
     offset: int
     key: bytes | None = None
     value: bytes | None = None
 
 
 def run(tp: TP, *offsets: int) -> Run:
-    return Run(tp, [Record(tp.topic, tp.partition, offset) for offset in offsets])
+    return Run(tp, [Record(offset) for offset in offsets])
 
 
 def offsets(runs: list[Run]) -> list[tuple[int, list[int]]]:
@@ -154,7 +153,7 @@ def test_by_partition_keeps_each_partitions_records_in_fetch_order() -> None:
 
 
 def test_a_source_event_carries_what_tables_and_rejections_read() -> None:
-    event = SourceEvent.of(Record("gateway.requests", 3, 42, b"k", b"v"))
+    event = SourceEvent.of(TP("gateway.requests", 3), Record(42, b"k", b"v"))
 
     assert event.message.tp == TP("gateway.requests", 3)
     assert (event.message.offset, event.key, event.value) == (42, b"k", b"v")
@@ -361,8 +360,8 @@ async def test_jobs_start_when_due_and_a_rebalance_drops_those_still_waiting() -
     now = time.time()
     due = {b"now": now - 1, b"later": now + 3600}
     tp = P0
-    jobs = [Record(tp.topic, tp.partition, 1, None, b"now")]
-    jobs.append(Record(tp.topic, tp.partition, 2, None, b"later"))
+    jobs = [Record(1, None, b"now")]
+    jobs.append(Record(2, None, b"later"))
     await feed.put([Run(tp, jobs)], feed.epoch)
 
     task = asyncio.create_task(
@@ -375,7 +374,7 @@ async def test_jobs_start_when_due_and_a_rebalance_drops_those_still_waiting() -
         handle.release[1].set()
         async with asyncio.timeout(5):
             await feed.in_flight.idle()
-        await feed.put([Run(tp, [Record(tp.topic, tp.partition, 3, None, b"now")])], feed.epoch)
+        await feed.put([Run(tp, [Record(3, None, b"now")])], feed.epoch)
         await handle.until_started(2)
     finally:
         task.cancel()

@@ -12,6 +12,10 @@ from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 from aiokafka import TopicPartition
+from aiokafka.consumer.fetcher import READ_UNCOMMITTED, FetchResult, PartitionRecords
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.structs import ConsumerRecord
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 from faust.types import TP
 from hypothesis import example, given
@@ -23,7 +27,12 @@ from mode.utils.logging import CompositeLogger
 from pipeline.app import build_pipeline
 from pipeline.bulk import BulkFeed, Run
 from pipeline.config import Settings
-from pipeline.fetching import FETCH_MAX_WAIT_MS, LosslessFetchConsumer, put_back
+from pipeline.fetching import (
+    FETCH_MAX_WAIT_MS,
+    LosslessFetchConsumer,
+    RawRecordsOf,
+    put_back,
+)
 
 CHANGELOG = TP("app-usage-changelog", 0)
 TRIGGERS = TP("quota.triggers", 1)
@@ -357,3 +366,41 @@ def test_consecutive_acknowledged_offsets_are_committed_past_the_last() -> None:
     assert consumer._new_offset(REQUESTS) == 20_101
     assert consumer._acked[REQUESTS] == []  # (faust's TP and aiokafka's hash alike)
     assert not consumer._acked_index[REQUESTS]
+
+
+def fetch_result(tp: TopicPartition, values: list[bytes]) -> FetchResult:
+    """What aiokafka's Fetcher puts in its buffer for one partition of a fetch."""
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 20,
+    )
+    for offset, value in enumerate(values):
+        builder.append(offset, timestamp=None, key=b"key", value=value, headers=[])
+    records = PartitionRecords(
+        tp, MemoryRecords(bytes(builder.build())), [], 0, None, None, True, READ_UNCOMMITTED
+    )
+    return FetchResult(tp, assignment=None, partition_records=records, backoff=0)
+
+
+def test_records_of_bulk_topics_come_out_as_aiokafka_parsed_them() -> None:
+    bulk = TopicPartition(REQUESTS.topic, 0)
+    other = TopicPartition(TRIGGERS.topic, 1)
+    buffer = RawRecordsOf([REQUESTS.topic])
+
+    buffer[bulk] = fetch_result(bulk, [b"a", b"b"])
+    buffer[other] = fetch_result(other, [b"c"])
+
+    raw = list(buffer[bulk]._partition_records)
+    assert [(record.offset, record.key, record.value) for record in raw] == [
+        (0, b"key", b"a"),
+        (1, b"key", b"b"),
+    ]
+    assert not any(isinstance(record, ConsumerRecord) for record in raw)
+    (record,) = buffer[other]._partition_records  # every other topic as aiokafka hands it on
+    assert isinstance(record, ConsumerRecord)
+    assert (record.topic, record.partition, record.value) == (TRIGGERS.topic, 1, b"c")
