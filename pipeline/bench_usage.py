@@ -12,11 +12,10 @@ from typing import Any, NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline.bench_plan import PlannedRecord
 from pipeline.config import Settings
-from pipeline.kafka import RecordBatches, wait_committed
+from pipeline.kafka import KeyPartitions, RecordBatches, wait_committed
 from pipeline.loader import publish
 from pipeline.local import WorkerProcess, free_port, wait_group_settled
 
@@ -76,16 +75,13 @@ class EncodedLoad(NamedTuple):
 def encode_load(plan: Iterable[PlannedRecord], partitions: Sequence[int]) -> EncodedLoad:
     """Each record's JSON and partition: that of its key under aiokafka's default partitioner,
     as a keyed send would choose (the sessions are published so)."""
-    partition_of = DefaultPartitioner()
-    partition_of_key: dict[int, int] = {}
+    partition_of = KeyPartitions(list(partitions))
     records = []
     requests = 0
     for i, record in enumerate(plan):
         name = key_name(record.key)
         key = name.encode()
-        partition = partition_of_key.get(record.key)
-        if partition is None:
-            partition = partition_of_key[record.key] = partition_of(key, partitions, partitions)
+        partition = partition_of(key)
         value = orjson.dumps(
             {
                 "ts": T0 + i / 1000,

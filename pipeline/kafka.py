@@ -18,6 +18,7 @@ from aiokafka.errors import (
     KafkaError,
     TopicAlreadyExistsError,
 )
+from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline.config import Settings
 from pipeline.errors import BrokerUnavailable
@@ -60,6 +61,22 @@ class RecordBatches:
     async def _send(self) -> None:
         sent = await self._producer.send_batch(self._batch, self._topic, partition=self._partition)
         self.acks.append(sent)
+
+
+class KeyPartitions:
+    """A key's partition under aiokafka's default partitioner (where a keyed send puts it),
+    remembered per key: murmur2 in Python costs a few µs, and load generators reuse keys."""
+
+    def __init__(self, partitions: list[int]) -> None:
+        self.partitions = partitions
+        self._partitioner = DefaultPartitioner()
+        self._known: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes) -> int:
+        partition = self._known.get(key)
+        if partition is None:
+            partition = self._known[key] = self._partitioner(key, self.partitions, self.partitions)
+        return partition
 
 
 class TopicSpec(NamedTuple):

@@ -6,6 +6,7 @@ Timing is never asserted; the real figures come from README's bench command.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sys
 from typing import Any
@@ -13,7 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.bench_plan import PlannedRecord
+from pipeline.bench_latency import background_key, crossing_key, produce_steadily
+from pipeline.bench_plan import PlannedRecord, latency_plan
 from pipeline.bench_usage import key_name, produce_load
 from tests.integration.conftest import key_partition, read_to_end
 
@@ -167,3 +169,28 @@ async def test_the_load_goes_to_each_keys_partition_in_plan_order(make_config, t
         assert record.partition == key_partition(value["key"], settings.kafka.partitions)
         by_key.setdefault(value["key"], []).append(value["count"])
     assert by_key == {key_name(k): [r.requests for r in plan if r.key == k] for k in range(7)}
+
+
+async def test_the_latency_load_goes_to_each_keys_partition_and_stamps_each_crossing(
+    make_config, topics_of
+):
+    settings = await topics_of(make_config())
+    plan = latency_plan(7, 10)
+    expected = list(itertools.islice(latency_plan(7, 10), 2_000))
+
+    sent_at, _ = await produce_steadily(settings, 2_000, 20_000, plan)
+
+    records = await read_to_end(settings.kafka.bootstrap_servers, settings.topics.requests)
+    assert len(records) == 2_000
+    by_key: dict[str, int] = {}
+    for record in records:
+        value = orjson.loads(record.value)
+        assert record.key == value["key"].encode()
+        assert record.partition == key_partition(value["key"], settings.kafka.partitions)
+        by_key[value["key"]] = by_key.get(value["key"], 0) + 1
+    wanted: dict[str, int] = {}
+    for is_crossing, number in expected:
+        key = crossing_key(number) if is_crossing else background_key(number)
+        wanted[key] = wanted.get(key, 0) + 1
+    assert by_key == wanted
+    assert set(sent_at) == {crossing_key(n) for n in range(200)}
