@@ -7,6 +7,7 @@ object loads as a :class:`Session`.
 
 from __future__ import annotations
 
+from functools import partial
 from math import isfinite
 from typing import Any, NamedTuple
 
@@ -38,6 +39,11 @@ class RequestCount(NamedTuple):
     api_id: str | None
 
 
+#: RequestCount(...) without the Python frame of a NamedTuple's ``__new__``: 5% of a worker's
+#: time on a backlog went to that frame alone.
+_new_request_count = partial(tuple.__new__, RequestCount)
+
+
 def decode_json_object(raw: bytes | None) -> dict[str, Any]:
     """Parse one record value as a JSON object."""
     if raw is None:
@@ -57,7 +63,15 @@ def decode_request_count(raw: bytes | None) -> RequestCount:
     Hand-written rather than a pydantic model: this runs once per record on the hottest path,
     and the checks are few. type() rather than isinstance: it also keeps bool out.
     """
-    value = decode_json_object(raw)
+    # decode_json_object, inline: a call less per record.
+    if raw is None:
+        raise InvalidRecord("record has no value")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRecord(f"value is not JSON: {exc}") from exc
+    if type(value) is not dict:
+        raise InvalidRecord(f"value is a JSON {type(value).__name__}, not an object")
     get = value.get
     ts, org_id, key, count, api_id = (
         get("ts"),
@@ -78,7 +92,7 @@ def decode_request_count(raw: bytes | None) -> RequestCount:
         raise InvalidRecord(f"count must be between 1 and {MAX_COUNT}")
     if api_id is not None and type(api_id) is not str:
         raise InvalidRecord("api_id must be a string")
-    return RequestCount(float(ts), org_id, key, count, api_id)
+    return _new_request_count((float(ts), org_id, key, count, api_id))
 
 
 class _Lenient(BaseModel):

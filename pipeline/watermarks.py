@@ -18,7 +18,7 @@ partials from every requests partition interleave there (each origin's in order)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -29,8 +29,9 @@ def mark_key(topic: str, partition: int, origin: int | None = None) -> str:
     return f"{topic}:{partition}" if origin is None else f"{topic}:{partition}:{origin}"
 
 
-def unapplied(items: Iterable[T], offset_of: Callable[[T], int], applied: int | None) -> list[T]:
-    """The items whose offset is above the mark: those not applied yet, in their order."""
-    if applied is None:
-        return list(items)
+def unapplied(items: Sequence[T], offset_of: Callable[[T], int], applied: int | None) -> list[T]:
+    """The items whose offset is above the mark: those not applied yet, in their order.
+    ``items`` are in offset order (one partition's records, as fetched)."""
+    if applied is None or not items or offset_of(items[0]) > applied:
+        return list(items)  # the usual case: nothing of the batch was applied
     return [item for item in items if offset_of(item) > applied]
