@@ -18,7 +18,8 @@ It also hands the records of bulk topics to their :class:`pipeline.bulk.BulkFeed
 to faust's per-record path, and takes their acknowledgements by the batch; and, with
 ``bulk_recovery``, applies the records of changelog partitions to their tables a fetch at a time
 (:mod:`pipeline.recovery`). Its aiokafka consumer holds a fetch on the broker for at most
-``FETCH_MAX_WAIT_MS`` (see there).
+``FETCH_MAX_WAIT_MS`` (see there), and builds no ConsumerRecord for the records of bulk topics
+(:class:`RawRecordsOf`).
 """
 
 from __future__ import annotations
@@ -111,9 +112,11 @@ class ShortPollConsumerThread(AIOKafkaConsumerThread):
     async def on_start(self) -> None:
         await super().on_start()
         fetcher = self._ensure_consumer()._fetcher
-        # Nothing is fetched yet: no partition is assigned before the group is joined.
-        assert not fetcher._records, "fetched before the buffer could be replaced"
-        fetcher._records = RawRecordsOf(getattr(self.consumer, "bulk_feeds", {}))
+        buffer = RawRecordsOf(getattr(self.consumer, "bulk_feeds", {}))
+        # Empty: nothing is fetched before the group is joined and partitions are assigned.
+        for tp, result in fetcher._records.items():
+            buffer[tp] = result
+        fetcher._records = buffer
 
 
 class LosslessFetchConsumer(AIOKafkaDriverConsumer):
