@@ -60,7 +60,7 @@ from faust.types import TP
 
 from pipeline.bulk import BulkFeed
 from pipeline.fetching import LosslessFetchConsumer
-from pipeline.kafka import RecordBatches
+from pipeline.kafka import KeyPartitions, RecordBatches
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +284,22 @@ async def emit(
     )
 
 
+def producer_of(app: faust.App, source_event: Any) -> tuple[Any, Any]:
+    """The aiokafka producer that sends in ``source_event``'s transaction (faust's one producer
+    outside exactly_once), and the lock a batch must hold so that no commit lands inside it."""
+    # faust's Producer hands out neither its aiokafka producers nor batches: this is the one
+    # place (beside api.table_is_routable) that reaches under it.
+    faust_producer = cast(Any, app.producer)
+    if not app.in_transaction:
+        return faust_producer._ensure_producer(), nullcontext()
+    transactional_id = transactional_id_of(app, source_event)
+    producer = faust_producer._transaction_producers.get(transactional_id)
+    if producer is None:  # fenced and stopped: as faust's own send fails then
+        raise ProducerSendError(f"No transaction producer for {transactional_id}")
+    # faust commits a transaction under this lock; a batch must not land in the middle.
+    return producer, faust_producer._trn_locks[transactional_id]
+
+
 async def emit_batched(
     app: faust.App,
     source_event: Any,
@@ -298,18 +314,7 @@ async def emit_batched(
     callback each): see :class:`pipeline.kafka.RecordBatches`.
     """
     assert records, "nothing to send"
-    # faust's Producer hands out neither its aiokafka producers nor batches: this is the one
-    # place (beside api.table_is_routable) that reaches under it.
-    faust_producer = cast(Any, app.producer)
-    if app.in_transaction:
-        transactional_id = transactional_id_of(app, source_event)
-        producer = faust_producer._transaction_producers.get(transactional_id)
-        if producer is None:  # fenced and stopped: as faust's own send fails then
-            raise ProducerSendError(f"No transaction producer for {transactional_id}")
-        # faust commits a transaction under this lock; a batch must not land in the middle.
-        exclusive: Any = faust_producer._trn_locks[transactional_id]
-    else:
-        producer, exclusive = faust_producer._ensure_producer(), nullcontext()
+    producer, exclusive = producer_of(app, source_event)
     batches = RecordBatches(producer, topic, partition)
     async with exclusive:
         for key, value in records:
@@ -322,6 +327,23 @@ async def emit_batched(
 async def emit_all(
     app: faust.App, source_event: Any, topic: faust.TopicT, records: list[tuple[bytes, bytes]]
 ) -> None:
-    """Send every (key, value) and wait until the broker has them all."""
-    acks = [await emit(app, source_event, topic, key, value) for key, value in records]
-    await asyncio.gather(*acks)
+    """Send every (key, value) to its key's partition, in order, as record batches (see
+    :func:`emit_batched`), and wait until the broker has them all.
+
+    One at a time through faust, a worker delivering the webhooks of 870 crossings/s spent 5%
+    of its time sending their triggers."""
+    if not records:
+        return
+    name = topic.get_topic_name()
+    producer, _ = producer_of(app, source_event)
+    # Where a keyed send puts each (aiokafka's default partitioner, as faust's sends did).
+    partition_of = KeyPartitions(sorted(await producer.partitions_for(name)))
+    by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+    for key, value in records:
+        by_partition.setdefault(partition_of(key), []).append((key, value))
+    await asyncio.gather(
+        *(
+            emit_batched(app, source_event, name, partition, batch)
+            for partition, batch in by_partition.items()
+        )
+    )

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from pipeline.transactions import emit_batched
-from tests.integration.conftest import read_to_end
+from pipeline.transactions import emit_all, emit_batched
+from tests.integration.conftest import key_partition, read_to_end
 
 
 async def test_records_beyond_one_batch_all_arrive_in_order_with_the_last_offset_returned(
@@ -42,3 +42,35 @@ async def test_records_beyond_one_batch_all_arrive_in_order_with_the_last_offset
     assert {record.partition for record in on_partition} == {1}
     assert [(record.key, record.value) for record in on_partition[1:]] == records
     assert last == on_partition[-1].offset == 1_000
+
+
+async def test_emitted_records_go_to_their_keys_partitions_in_order(kafka_bootstrap):
+    topic = f"emitted-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 3, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks=-1)
+    await producer.start()
+    try:
+        app = SimpleNamespace(
+            in_transaction=False, producer=SimpleNamespace(_ensure_producer=lambda: producer)
+        )
+        records = [(f"key-{i % 7}".encode(), f"{i}".encode()) for i in range(200)]
+
+        await emit_all(app, None, SimpleNamespace(get_topic_name=lambda: topic), records)
+    finally:
+        await producer.stop()
+
+    emitted = await read_to_end(kafka_bootstrap, topic)
+    for record in emitted:  # where a keyed send puts it
+        assert record.partition == key_partition(record.key.decode(), 3)
+    assert len({record.partition for record in emitted}) > 1
+    by_key: dict[bytes, list[bytes]] = {}
+    for record in emitted:
+        by_key.setdefault(record.key, []).append(record.value)
+    assert by_key == {
+        key: [value for k, value in records if k == key] for key in {k for k, _ in records}
+    }
