@@ -13,23 +13,32 @@ from pipeline.transactions import emit_all, emit_batched
 from tests.integration.conftest import key_partition, read_to_end
 
 
+async def new_topic(bootstrap: str, name: str, partitions: int) -> str:
+    topic = f"{name}-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+    return topic
+
+
+def app_over(producer: AIOKafkaProducer) -> SimpleNamespace:
+    """Under at_least_once faust's producer hands out its one aiokafka producer."""
+    return SimpleNamespace(
+        in_transaction=False, producer=SimpleNamespace(_ensure_producer=lambda: producer)
+    )
+
+
 async def test_records_beyond_one_batch_all_arrive_in_order_with_the_last_offset_returned(
     kafka_bootstrap,
 ):
-    topic = f"batched-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 2, 1)])
-    finally:
-        await admin.close()
+    topic = await new_topic(kafka_bootstrap, "batched", 2)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks=-1)
     await producer.start()
     try:
-        # Under at_least_once faust's producer hands out its one aiokafka producer.
-        app = SimpleNamespace(
-            in_transaction=False, producer=SimpleNamespace(_ensure_producer=lambda: producer)
-        )
+        app = app_over(producer)
         await producer.send_and_wait(topic, b"already there", partition=1)
         # About 120 KB: the producer's record batches hold 16 KB.
         records = [(f"key-{i}".encode(), f"{i:04d}".encode() * 25) for i in range(1_000)]
@@ -45,19 +54,11 @@ async def test_records_beyond_one_batch_all_arrive_in_order_with_the_last_offset
 
 
 async def test_emitted_records_go_to_their_keys_partitions_in_order(kafka_bootstrap):
-    topic = f"emitted-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 3, 1)])
-    finally:
-        await admin.close()
+    topic = await new_topic(kafka_bootstrap, "emitted", 3)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks=-1)
     await producer.start()
     try:
-        app = SimpleNamespace(
-            in_transaction=False, producer=SimpleNamespace(_ensure_producer=lambda: producer)
-        )
+        app = app_over(producer)
         records = [(f"key-{i % 7}".encode(), f"{i}".encode()) for i in range(200)]
 
         await emit_all(app, None, SimpleNamespace(get_topic_name=lambda: topic), records)
