@@ -33,6 +33,7 @@ from pipeline.kafka import (
     KeyPartitions,
     contract_topics,
     create_topics,
+    filled_batches,
     wait_committed,
 )
 from pipeline.loader import publish
@@ -186,17 +187,17 @@ def fill_ticks(producer: AIOKafkaProducer, load: list[LatencyRecord], rate: floa
     per_tick = max(1, round(rate * TICK))
     ticks = []
     for first in range(0, len(load), per_tick):
-        filling: dict[int, Any] = {}
-        batches: list[tuple[int, Any]] = []
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
         crossings = []
         for partition, key, value, crossing in load[first : first + per_tick]:
-            batch = filling.get(partition)
-            if batch is None or batch.append(key=key, value=value, timestamp=None) is None:
-                batch = filling[partition] = producer.create_batch()
-                batches.append((partition, batch))
-                batch.append(key=key, value=value, timestamp=None)  # the first always fits
+            by_partition.setdefault(partition, []).append((key, value))
             if crossing is not None:
                 crossings.append(crossing)
+        batches = [
+            (partition, batch)
+            for partition, records in by_partition.items()
+            for batch in filled_batches(producer, records)
+        ]
         ticks.append(Tick(batches, crossings))
     return ticks
 

@@ -63,6 +63,18 @@ class RecordBatches:
         self.acks.append(sent)
 
 
+def filled_batches(
+    producer: Any, records: Iterable[tuple[bytes | None, bytes | None]]
+) -> list[Any]:
+    """``records`` appended, in order, to as many record batches as they take (none sent)."""
+    batches: list[Any] = []
+    for key, value in records:
+        if not batches or batches[-1].append(key=key, value=value, timestamp=None) is None:
+            batches.append(producer.create_batch())
+            batches[-1].append(key=key, value=value, timestamp=None)  # the first always fits
+    return batches
+
+
 class KeyPartitions:
     """A key's partition under aiokafka's default partitioner (where a keyed send puts it),
     remembered per key: murmur2 in Python costs a few µs, and load generators reuse keys."""
