@@ -30,8 +30,9 @@ class PartialSums:
     def add_all(self, records: Iterable[RequestCount]) -> None:
         """Every record counts for its org (whether or not its key has a session)."""
         orgs = self._orgs
-        for ts, org_id, _, count, _ in records:
-            seconds = orgs[org_id]
+        for record in records:
+            ts, count = record.ts, record.count
+            seconds = orgs[record.org_id]
             second = ts // 1
             bucket = seconds.get(second)
             if bucket is None:

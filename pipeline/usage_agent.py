@@ -139,9 +139,10 @@ def plan_key_batch(
     """
     by_key: dict[str, list[tuple[float, int]]] = defaultdict(list)
     org_of_key: dict[str, str] = {}
-    for ts, org_id, key, count, _ in records:
-        by_key[key].append((ts, count))
-        org_of_key[key] = org_id
+    for record in records:
+        key = record.key
+        by_key[key].append((record.ts, record.count))
+        org_of_key[key] = record.org_id
     states: dict[str, dict[str, Any]] = {}
     triggers: list[tuple[str, bytes]] = []
     for key, counts in by_key.items():

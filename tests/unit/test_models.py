@@ -7,7 +7,10 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from pipeline import models
 from pipeline.errors import InvalidRecord
 from pipeline.models import (
     MAX_COUNT,
@@ -140,6 +143,71 @@ def test_rejected_request_counts_name_the_field(payload: dict[str, Any], field: 
 
 def test_count_range_reason_says_the_range() -> None:
     assert reason_of(encode(request_count(count=0))) == "count must be between 1 and 1000000000"
+
+
+# --- RequestCount: msgspec's decoder against the checks in Python ------------------------------
+
+#: Any JSON value a field might hold: the right type, the wrong one, edge values of each.
+#: Integers past 64 bits too: orjson reads them as doubles.
+integers = st.integers(min_value=-(2**70), max_value=2**70)
+json_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    integers,
+    st.sampled_from([0, 1, MAX_COUNT, MAX_COUNT + 1, -1]),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+    st.sampled_from(["", "org1", "key"]),
+    st.lists(integers, max_size=2),
+    st.dictionaries(st.text(max_size=3), integers, max_size=2),
+)
+fields = st.sampled_from(["ts", "org_id", "key", "count", "api_id", "extra"])
+#: Mostly a valid payload with a field or two changed, so that each check is reached alone.
+payloads = st.dictionaries(fields, json_values, max_size=2).map(
+    lambda changed: {**request_count(), **changed}
+) | st.dictionaries(fields, json_values)
+
+
+def checked(raw: bytes | None) -> RequestCount | str:
+    """What the checks in Python make of a value: the record, or the reason it is refused."""
+    try:
+        return models._checked_request_count(raw)
+    except InvalidRecord as exc:
+        return exc.reason
+
+
+@settings(max_examples=500)
+@given(payloads)
+def test_the_fast_decoder_agrees_with_the_checks(payload: dict[str, Any]) -> None:
+    raw = encode(payload)
+    expected = checked(raw)
+
+    if isinstance(expected, str):
+        assert reason_of(raw) == expected
+    else:
+        decoded = decode_request_count(raw)
+        assert decoded == expected
+        assert type(decoded.ts) is float
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=64) | st.sampled_from([b"{}", b'{"ts": 1e400}', b'{"ts": -0.0}']))
+def test_any_bytes_are_a_record_or_a_reason(raw: bytes) -> None:
+    expected = checked(raw)
+
+    if isinstance(expected, str):
+        assert reason_of(raw) == expected
+    else:
+        assert decode_request_count(raw) == expected
+
+
+def test_a_valid_value_takes_the_fast_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(raw: bytes | None) -> RequestCount:
+        raise AssertionError("the checks in Python were called for a valid value")
+
+    monkeypatch.setattr(models, "_checked_request_count", refuse)
+
+    assert decode_request_count(encode(request_count(count=3))).count == 3
 
 
 # --- Session -----------------------------------------------------------------------------------
