@@ -19,6 +19,7 @@ Each part uses its own app id and topics, and deletes them when it ends.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ from pipeline.config import Settings
 from pipeline.demo import remove_topics
 from pipeline.kafka import contract_topics, create_topics, probe_broker
 from pipeline.local import isolated_config
+
+#: Passes of the bare consumer over the load, of which the ceiling is the median.
+CEILING_PASSES = 3
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,8 @@ class BenchResult:
 
     options: BenchOptions
     produce_per_s: float
-    ceiling_per_s: float
+    #: The ceiling of each pass over the load, records/s.
+    ceiling_passes: tuple[float, ...]
     #: The usage stage with keys spread evenly over the orgs.
     usage: UsageRun
     #: The usage stage when one org sends ``heavy_share`` of the records.
@@ -83,6 +88,12 @@ class BenchResult:
     memory: MemoryBench | None = None
     deliveries: DeliveryBench | None = None
     emails_per_s: float | None = None
+
+    @property
+    def ceiling_per_s(self) -> float:
+        """The median pass: one pass read right after the workers stopped could run at half
+        the rate of the next (the broker still busy with their writes)."""
+        return statistics.median(self.ceiling_passes)
 
     @property
     def ratio(self) -> float:
@@ -118,7 +129,7 @@ async def run_bench(options: BenchOptions) -> BenchResult:
             name="usage",
         )
         # With the workers stopped: the ceiling has the machine to itself.
-        ceiling_rate = await ceiling(settings, options.records)
+        ceiling_passes = [await ceiling(settings, options.records) for _ in range(CEILING_PASSES)]
     finally:
         await remove_topics(settings)
     skewed, heavy_share = await skewed_usage(config, workdir, options)
@@ -143,7 +154,7 @@ async def run_bench(options: BenchOptions) -> BenchResult:
     return BenchResult(
         options=options,
         produce_per_s=produced.per_s,
-        ceiling_per_s=ceiling_rate,
+        ceiling_passes=tuple(ceiling_passes),
         usage=usage,
         skewed=skewed,
         heavy_share=heavy_share,

@@ -88,6 +88,8 @@ async def test_bench_runs_at_a_tiny_size_and_writes_its_json_and_plot(kafka_boot
         "emails_per_s",
     ):
         assert result[figure] > 0, figure
+    assert len(result["ceiling_passes"]) == 3
+    assert min(result["ceiling_passes"]) <= result["ceiling_per_s"] <= max(result["ceiling_passes"])
     # Every record counts 1 to 10 requests.
     assert result["usage_per_s"] <= result["usage_requests_per_s"] <= 10 * result["usage_per_s"]
     latency = result["latency"]

@@ -20,7 +20,7 @@ def result(**changes) -> BenchResult:
     base = BenchResult(
         options=BenchOptions(records=1000, keys=100, orgs=10, partitions=4, workers=2),
         produce_per_s=50_000.0,
-        ceiling_per_s=400_000.0,
+        ceiling_passes=(250_000.0, 400_000.0, 410_000.0),
         usage=UsageRun(records=1000, requests=5500, seconds=0.5),
         skewed=UsageRun(records=1000, requests=5400, seconds=0.6),
         heavy_share=0.9,
@@ -38,6 +38,9 @@ def test_every_figure_and_verdict_is_in_the_json(tmp_path):
     path = tmp_path / "bench.json"
     write_json(result(), path)
     data = orjson.loads(path.read_bytes())
+    assert data["ceiling_passes"] == [250_000, 400_000, 410_000]
+    assert data["ceiling_per_s"] == 400_000
+    assert data["ratio"] == 2000 / 400_000
     assert data["usage_per_s"] == 2000
     assert data["usage_requests_per_s"] == 11_000
     assert data["skewed_over_uniform"] == data["skewed_usage_per_s"] / 2000
@@ -78,6 +81,7 @@ def test_the_table_shows_each_target_and_verdict():
     assert "<= 1,500 MB at 1,000,000 keys" in text
     assert "restart on its own data dir (RocksDB kept)" in text
     assert "12.5 s" in text
+    assert "400,000 records/s (median of 250,000 / 400,000 / 410,000)" in text
     assert "not met" in text
 
 
