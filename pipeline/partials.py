@@ -38,7 +38,8 @@ class PartialSums:
             if bucket is None:
                 seconds[second] = [ts, count]
             else:
-                if ts < bucket[0]:  # (not min(): a call per record, for the rare late one)
+                # Not min(): a call per record, for the rare late one.
+                if ts < bucket[0]:  # noqa: PLR1730
                     bucket[0] = ts
                 bucket[1] += count
 
