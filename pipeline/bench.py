@@ -91,8 +91,8 @@ class BenchResult:
 
     @property
     def ceiling_per_s(self) -> float:
-        """The median pass: one pass read right after the workers stopped could run at half
-        the rate of the next (the broker still busy with their writes)."""
+        """The median pass: a single pass is noisy on a shared machine (278,982 to 498,001
+        records/s between runs of one day, up to a fifth apart within a run)."""
         return statistics.median(self.ceiling_passes)
 
     @property

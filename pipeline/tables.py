@@ -104,6 +104,8 @@ def changelog_records(table: Any, items: Mapping[str, Any]) -> list[tuple[bytes,
 
 
 class TableCodecs(NamedTuple):
+    """How a table's keys and values become the bytes of its store and changelog."""
+
     encode_key: Callable[[Any], bytes]
     encode_value: Callable[[Any], bytes]
     decode_value: Callable[[bytes], Any]
