@@ -91,8 +91,8 @@ class BenchResult:
 
     @property
     def ceiling_per_s(self) -> float:
-        """The median pass: a single pass is noisy on a shared machine (278,982 to 498,001
-        records/s between runs of one day, up to a fifth apart within a run)."""
+        """The median pass: a single pass is noisy on a shared machine (278,982 to 502,233
+        records/s between runs of one day, up to a quarter apart within a run)."""
         return statistics.median(self.ceiling_passes)
 
     @property
