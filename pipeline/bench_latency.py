@@ -33,7 +33,7 @@ from pipeline.kafka import (
     KeyPartitions,
     contract_topics,
     create_topics,
-    filled_batches,
+    partitioned_batches,
     wait_committed,
 )
 from pipeline.loader import publish
@@ -187,18 +187,9 @@ def fill_ticks(producer: AIOKafkaProducer, load: list[LatencyRecord], rate: floa
     per_tick = max(1, round(rate * TICK))
     ticks = []
     for first in range(0, len(load), per_tick):
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-        crossings = []
-        for partition, key, value, crossing in load[first : first + per_tick]:
-            by_partition.setdefault(partition, []).append((key, value))
-            if crossing is not None:
-                crossings.append(crossing)
-        batches = [
-            (partition, batch)
-            for partition, records in by_partition.items()
-            for batch in filled_batches(producer, records)
-        ]
-        ticks.append(Tick(batches, crossings))
+        records = load[first : first + per_tick]
+        batches = partitioned_batches(producer, ((r.partition, r.key, r.value) for r in records))
+        ticks.append(Tick(batches, [r.crossing for r in records if r.crossing is not None]))
     return ticks
 
 

@@ -7,7 +7,6 @@ import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import zip_longest
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -16,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from pipeline.bench_plan import PlannedRecord
 from pipeline.config import Settings
-from pipeline.kafka import KeyPartitions, filled_batches, wait_committed
+from pipeline.kafka import KeyPartitions, partitioned_batches, wait_committed
 from pipeline.loader import publish
 from pipeline.local import WorkerProcess, free_port, wait_group_settled
 
@@ -113,7 +112,7 @@ async def produce_load(settings: Settings, plan: Iterable[PlannedRecord]) -> Pro
     try:
         partitions = sorted(await producer.partitions_for(topic))
         load = encode_load(plan, partitions)
-        batches = load_batches(producer, load.records)
+        batches = partitioned_batches(producer, load.records)
         started = time.perf_counter()
         acks = [
             await producer.send_batch(batch, topic, partition=partition)
@@ -124,19 +123,6 @@ async def produce_load(settings: Settings, plan: Iterable[PlannedRecord]) -> Pro
         await producer.stop()
     records = len(load.records)
     return Produced(records, load.requests, records / (time.perf_counter() - started), started)
-
-
-def load_batches(producer: Any, records: list[tuple[int, bytes, bytes]]) -> list[tuple[int, Any]]:
-    """``records`` (partition, key, value) in record batches, each partition's in order, the
-    partitions taken in turn so that every partition fills at once, as in plan order."""
-    by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-    for partition, key, value in records:
-        by_partition.setdefault(partition, []).append((key, value))
-    filled = [
-        [(partition, batch) for batch in filled_batches(producer, in_partition)]
-        for partition, in_partition in by_partition.items()
-    ]
-    return [batch for turn in zip_longest(*filled) for batch in turn if batch is not None]
 
 
 async def ceiling(settings: Settings, records: int) -> float:

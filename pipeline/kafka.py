@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from itertools import zip_longest
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
@@ -73,6 +74,21 @@ def filled_batches(
             batches.append(producer.create_batch())
             batches[-1].append(key=key, value=value, timestamp=None)  # the first always fits
     return batches
+
+
+def partitioned_batches(
+    producer: Any, records: Iterable[tuple[int, bytes, bytes]]
+) -> list[tuple[int, Any]]:
+    """``records`` (partition, key, value) in record batches (none sent), each partition's in
+    order, the partitions taken in turn so that sending them fills every partition at once."""
+    by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+    for partition, key, value in records:
+        by_partition.setdefault(partition, []).append((key, value))
+    filled = [
+        [(partition, batch) for batch in filled_batches(producer, in_partition)]
+        for partition, in_partition in by_partition.items()
+    ]
+    return [batch for turn in zip_longest(*filled) for batch in turn if batch is not None]
 
 
 class KeyPartitions:
