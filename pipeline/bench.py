@@ -61,7 +61,7 @@ class BenchOptions:
     #: Its exponent S.
     exponent: float | None = None
     #: Seconds of steady load in the latency run; 0 skips it.
-    latency_seconds: float = 10.0
+    latency_seconds: float = 20.0
     #: One record in this many of the latency run crosses a threshold.
     crossing_every: int = CROSSING_EVERY
     #: Keys of the memory run; 0 skips it.

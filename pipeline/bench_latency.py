@@ -79,6 +79,12 @@ class LatencyBench:
     #: Every matched latency, seconds: for the plot; not written to the JSON.
     samples: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
+    @property
+    def webhooks_per_s(self) -> float:
+        """The webhooks the load asked for, per second of it: its delivery work beside the
+        records'."""
+        return self.crossings / self.seconds if self.seconds else 0.0
+
 
 def background_key(index: int) -> str:
     return f"bench-latency-key-{index}"

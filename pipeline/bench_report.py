@@ -80,7 +80,8 @@ def rows(result: BenchResult) -> list[Row]:
             f"at {latency.produced_per_s:,.0f} of {latency.rate_per_s:,.0f} records/s asked, "
             f"{latency.seconds:.0f} s, "
             f"{latency.matched} of {latency.crossings} webhooks, "
-            f"1 record in {latency.crossing_every:,} crossing"
+            f"1 record in {latency.crossing_every:,} crossing: "
+            f"{latency.webhooks_per_s:,.0f} webhooks/s"
         )
         out += [
             Row(f"latency p50 ({load})", f"{latency.p50_s * 1000:,.0f} ms"),
@@ -177,6 +178,7 @@ def figures(result: BenchResult) -> dict[str, Any]:
     }
     if result.latency is not None:
         out["latency"] = {k: v for k, v in asdict(result.latency).items() if k != "samples"}
+        out["latency"]["webhooks_per_s"] = result.latency.webhooks_per_s
     if result.deliveries is not None:
         out["deliveries"] = {**asdict(result.deliveries), "kept": result.deliveries.kept}
     return out

@@ -110,15 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--latency-seconds",
         type=float,
-        default=10.0,
-        help="seconds of steady load at half the usage rate for latency; 0 skips (10)",
+        default=20.0,
+        help="seconds of steady load at half the usage rate for latency; 0 skips (20)",
     )
     bench.add_argument(
         "--crossing-every",
         type=int,
         default=None,
         metavar="N",
-        help="one record in N of the latency run crosses a threshold (100)",
+        help="one record in N of the latency run crosses a threshold (1000)",
     )
     bench.add_argument(
         "--active-keys",

@@ -12,7 +12,7 @@ from pipeline.bench import BenchOptions, BenchResult
 from pipeline.bench_delivery import DeliveryBench
 from pipeline.bench_latency import LatencyBench
 from pipeline.bench_memory import MemoryBench
-from pipeline.bench_report import figures, show, write_json, write_plot
+from pipeline.bench_report import figures, rows, show, write_json, write_plot
 from pipeline.bench_usage import UsageRun
 
 
@@ -45,6 +45,7 @@ def test_every_figure_and_verdict_is_in_the_json(tmp_path):
     assert data["usage_requests_per_s"] == 11_000
     assert data["skewed_over_uniform"] == data["skewed_usage_per_s"] / 2000
     assert data["latency"]["p99_s"] == 0.9
+    assert data["latency"]["webhooks_per_s"] == 100  # 1,000 crossings in 10 s
     assert "samples" not in data["latency"]
     assert data["memory"]["recovery_s"] == 75
     assert data["memory"]["resume_s"] == 12.5
@@ -83,6 +84,11 @@ def test_the_table_shows_each_target_and_verdict():
     assert "12.5 s" in text
     assert "400,000 records/s (median of 250,000 / 400,000 / 410,000)" in text
     assert "not met" in text
+
+
+def test_the_latency_row_says_how_many_webhooks_the_load_asked_for():
+    (p50,) = [row for row in rows(result()) if row.measure.startswith("latency p50")]
+    assert "1 record in 10 crossing: 100 webhooks/s" in p50.measure
 
 
 def test_the_plot_is_a_png_with_or_without_latency(tmp_path):
