@@ -19,8 +19,8 @@ HEAVY_SHARE = 0.9
 COUNT_MAX = 10
 #: In the latency run, one record in this many is a threshold-crossing one (``--crossing-every``).
 #: Real keys cross a few thresholds per quota period, so crossings are rare beside the records
-#: that count. One in 1,000 at half a usage rate of 200,000 to 270,000 records/s is 100 to 135
-#: webhooks/s. One in 100 (until 0.9.0) made 1,150 to 1,340 webhooks/s there: about 30% of the
+#: that count. One in 1,000 at half a usage rate of 230,000 to 330,000 records/s is 115 to 165
+#: webhooks/s. One in 100 (until 0.9.0) made 1,150 to 1,640 webhooks/s there: about 30% of the
 #: webhook rate this bench measures, on top of half the records, so the machine ran at about
 #: 80% of its capacity rather than half.
 CROSSING_EVERY = 1000
