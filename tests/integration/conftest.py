@@ -8,6 +8,7 @@ import collections
 import contextlib
 import itertools
 import os
+import signal
 import sys
 import time
 import uuid
@@ -50,10 +51,19 @@ class LocalBroker(NamedTuple):
 def local_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     broker = LocalBroker(BROKER_PORT, tmp_path_factory.mktemp("kafka-data"))
     kafka_local("start", port=broker.port, data=broker.data)
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield broker
     finally:
+        signal.signal(signal.SIGTERM, previous)
         kafka_local("stop", port=broker.port, data=broker.data)
+
+
+def interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM taken as Ctrl-C, on which pytest tears its fixtures down and so stops the broker.
+    SIGTERM's default ends the process at once: a suite stopped that way left its broker
+    running, and the next suite on that port could not start its own."""
+    raise KeyboardInterrupt
 
 
 @pytest.fixture(scope="session")
