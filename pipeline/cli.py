@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipeline import __version__
+from pipeline import __version__, redaction
 from pipeline.config import Settings, load_settings
 from pipeline.errors import BrokerUnavailable, ConfigError, UsageError
 
@@ -29,7 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run one worker of the pipeline")
     worker.add_argument(
-        "--loglevel", default="info", choices=["debug", "info", "warn", "error", "crit"]
+        "--loglevel",
+        default="info",
+        choices=list(redaction.LEVELS),
+        help="debug shows quota-pipeline's own debug lines; faust, mode and aiokafka stay at "
+        "info, as their debug lines print whole records (default info)",
     )
 
     topics = commands.add_parser("topics", help="manage the contract's topics")
@@ -271,10 +275,14 @@ async def create_topics_command(settings: Settings, partitions: int | None) -> i
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # An unreachable broker is reported in one line of our own, not aiokafka's log lines.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         settings = load_settings(args.config)
+        loglevel = getattr(args, "loglevel", "warn")
+        redaction.install(
+            redaction.Redactor(redaction.secrets_of(settings)), redaction.LEVELS[loglevel]
+        )
+        # An unreachable broker is reported in one line of our own, not aiokafka's log lines.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
         status = run(args, settings)
     except (ConfigError, UsageError, BrokerUnavailable) as exc:
         print(f"quota-pipeline: error: {exc}", file=sys.stderr)

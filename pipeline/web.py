@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from faust.web.base import BlueprintManager
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from pipeline import __version__
@@ -11,10 +12,16 @@ from pipeline.api import attach_api
 from pipeline.app import Pipeline
 from pipeline.metrics import exposition
 
+#: The pages anyone may read: everything else on the worker's port needs the token.
+OPEN_PAGES = ("/healthz", "/readyz", "/metrics")
+
 
 def attach_web(pipeline: Pipeline) -> None:
-    """Register the worker's pages: these three, open to all, and the HTTP API (token-only)."""
+    """Register the worker's pages: these three, open to all, and the HTTP API (token-only).
+    Nothing else is served: faust's own pages (its tables, the router, statistics) would
+    answer without the token, and its table pages show sessions with developers' emails."""
     app = pipeline.app
+    app.web.blueprints = BlueprintManager()
     attach_api(pipeline)
 
     # Liveness: the process serves HTTP. It says nothing about partitions or table recovery

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import faust
 
+from pipeline import redaction
 from pipeline.app import Pipeline, build_pipeline
 from pipeline.config import Settings
 from pipeline.delivery_agent import attach_delivery_agents
@@ -77,7 +78,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     try:
         asyncio.run(probe_broker(settings))
     finally:
-        aiokafka_log.setLevel(logging.NOTSET)
+        redaction.quiet_libraries(redaction.LEVELS[loglevel])
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     pipeline = build_worker_pipeline(settings)
     # faust's own CLI sets this, and its transactions (exactly_once) are off without it. Set it

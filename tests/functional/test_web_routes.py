@@ -1,0 +1,111 @@
+"""Every route a worker's web port answers, served by a real aiohttp server on loopback: only
+the documented ones exist, and each but the three probes needs the token."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from pipeline.config import Settings
+from pipeline.web import OPEN_PAGES
+from pipeline.worker import build_worker_pipeline
+
+TOKEN = "web-token-for-routes"
+
+#: The documented routes (README "HTTP API" and the probes), with the methods each takes.
+DOCUMENTED = {
+    "/healthz": {"GET"},
+    "/readyz": {"GET"},
+    "/metrics": {"GET"},
+    "/events": {"POST"},
+    "/sessions/{key}": {"PUT", "DELETE"},
+    "/orgs/{org}": {"PUT", "DELETE"},
+    "/quota/{key}": {"GET"},
+    "/orgs/{org}/quota": {"GET"},
+}
+
+#: Pages faust serves unless told not to (its blueprints), and a few guesses.
+FAUST_PAGES = [
+    "/",
+    "/router/",
+    "/router/topics",
+    "/table/",
+    "/table/sessions/",
+    "/table/sessions/some-key/",
+    "/graph/",
+    "/stats/",
+    "/assignment/",
+    "/performance/",
+    "/favicon.ico",
+]
+
+
+@pytest.fixture
+async def worker_web(tmp_path: Path) -> AsyncIterator[tuple[Any, TestServer]]:
+    settings = Settings.model_validate(
+        {"store": "memory", "data_dir": str(tmp_path), "web": {"token": TOKEN}}
+    )
+    pipeline = build_worker_pipeline(settings)
+    web = pipeline.app.web
+    web.init_server()
+    server = TestServer(web.web_app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield web, server
+    finally:
+        await server.close()
+
+
+def served_routes(web: Any) -> dict[str, set[str]]:
+    routes: dict[str, set[str]] = {}
+    for route in web.web_app.router.routes():
+        if route.method != "HEAD":  # aiohttp adds one beside every GET
+            routes.setdefault(route.resource.canonical, set()).add(route.method)
+    return routes
+
+
+def concrete(path: str) -> str:
+    return path.replace("{key}", "some-key").replace("{org}", "some-org")
+
+
+async def test_only_documented_routes_are_served(worker_web) -> None:
+    web, _ = worker_web
+
+    routes = served_routes(web)
+
+    assert {path: methods & DOCUMENTED.get(path, set()) for path, methods in routes.items()} == (
+        DOCUMENTED
+    )
+
+
+async def test_every_route_but_the_probes_refuses_a_request_without_the_token(worker_web) -> None:
+    web, server = worker_web
+    async with aiohttp.ClientSession() as session:
+        for path, methods in served_routes(web).items():
+            for method in methods:
+                url = server.make_url(concrete(path))
+                async with session.request(method, url, data=b"{}") as response:
+                    if path in OPEN_PAGES:
+                        # /readyz says 503 until the worker has its partitions.
+                        assert response.status in {200, 503}, (method, path)
+                    else:
+                        assert response.status == 401, (method, path, response.status)
+                async with session.request(
+                    method, url, data=b"{}", headers={"Authorization": "Bearer wrong"}
+                ) as response:
+                    if path not in OPEN_PAGES:
+                        assert response.status == 401, (method, path, response.status)
+
+
+async def test_faust_pages_are_not_found(worker_web) -> None:
+    _, server = worker_web
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession() as session:
+        for path in FAUST_PAGES:
+            async with session.get(server.make_url(path), headers=headers) as response:
+                assert response.status == 404, path
