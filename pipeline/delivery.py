@@ -110,7 +110,8 @@ class Deliverer:
             except DeliveryError as exc:
                 error = exc
         now = self._clock()
-        self._health[endpoint] = self._health[endpoint].record(error is None, now)
+        if error is None or error.endpoint_failed:
+            self._health[endpoint] = self._health[endpoint].record(error is None, now)
         return self._after(job.attempted(now, error, status), error, now)
 
     def _after(self, job: DeliveryJob, error: DeliveryError | None, now: float) -> Outcome:

@@ -8,6 +8,7 @@
     └── DeliveryError              a webhook or email attempt failed
         ├── RetriableDeliveryError     worth another attempt later (retry_after may say when)
         └── PermanentDeliveryError     will fail the same way again: dead-letter it
+            └── TargetRefused          the SSRF guard refuses the target (pipeline.ssrf)
 
 Third-party errors are translated into these at one boundary each, ``raise ... from exc``.
 """
@@ -47,6 +48,10 @@ class DeliveryError(PipelineError):
     ``status`` is the HTTP (or SMTP) status when the peer answered, None otherwise.
     """
 
+    #: Whether the failure says something of the endpoint's health (counts towards its
+    #: circuit breaker). A target our own policy refuses was never contacted.
+    endpoint_failed: bool = True
+
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
@@ -66,3 +71,14 @@ class RetriableDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """A failure that repeats on retry: other 4xx, SMTP 5xx, refused target, bad payload."""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a record could not be processed, for pipeline.rejected: a contract breach says
+    what is wrong; anything else is named with its type (a bug of ours, or bad stored state)."""
+    if isinstance(exc, InvalidRecord):
+        return exc.reason
+    detail = str(exc)
+    if len(detail) > 200:
+        detail = detail[:200] + "…"
+    return f"could not be processed: {type(exc).__name__}" + (f": {detail}" if detail else "")

@@ -55,6 +55,12 @@ _CLASSES: tuple[tuple[str, Callable[[Address], bool]], ...] = (
 class TargetRefused(PermanentDeliveryError):
     """The target is, or resolves only to, addresses that the SSRF policy refuses."""
 
+    endpoint_failed = False
+
+
+#: Said after a refused address: how an operator admits it.
+ALLOW_HINT = "; to deliver there, add its network to delivery.allow_networks"
+
 
 def parse_networks(specs: Iterable[str]) -> tuple[Network, ...]:
     """Allow-list entries (``10.1.0.0/16``, ``::1``) as networks; host bits are ignored."""
@@ -100,7 +106,7 @@ def check_url(url: str, allowed: Sequence[Network] = ()) -> None:
         raise TargetRefused(f"refused: {host} is not a canonical IP address") from exc
     reason = refusal_reason(address, allowed)
     if reason is not None:
-        raise TargetRefused(f"refused: {_describe(address)} is {reason}")
+        raise TargetRefused(f"refused: {_describe(address)} is {reason}{ALLOW_HINT}")
 
 
 def refusal_of(exc: BaseException) -> TargetRefused | None:
@@ -150,7 +156,7 @@ class GuardedResolver(AbstractResolver):
             else:
                 refused.append(f"{result['host']} ({reason})")
         if refused and not admitted:
-            raise TargetRefused(f"refused: {host} resolves to {', '.join(refused)}")
+            raise TargetRefused(f"refused: {host} resolves to {', '.join(refused)}{ALLOW_HINT}")
         if refused:
             # A name answering with public and internal addresses is either split-horizon DNS
             # or a rebinding attempt; either way an operator wants to know.

@@ -97,7 +97,10 @@ async def test_a_name_resolving_to_a_private_address_is_refused() -> None:
     resolver = GuardedResolver(inner=inner)
     with pytest.raises(TargetRefused) as info:
         await resolver.resolve("internal.test", 443, socket.AF_UNSPEC)
-    assert str(info.value) == "refused: internal.test resolves to 10.0.0.1 (private)"
+    assert str(info.value) == (
+        "refused: internal.test resolves to 10.0.0.1 (private); "
+        "to deliver there, add its network to delivery.allow_networks"
+    )
 
 
 async def test_a_mixed_answer_keeps_only_admitted_addresses(

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 
+from pipeline.channels import WebhookChannel
 from pipeline.deliveries import DeliveryJob
-from pipeline.delivery import Deliverer, RetryLater
+from pipeline.delivery import DeadLetter, Deliverer, RetryLater
 from pipeline.errors import RetriableDeliveryError
 from pipeline.health import BreakerPolicy
 from pipeline.retry import RetryPolicy
+from pipeline.sinks.webhook import WebhookSink
 
 
 class FailingChannel:
@@ -64,3 +66,29 @@ async def test_jobs_queued_behind_a_failing_endpoint_stop_once_its_breaker_opens
     assert channel.sends == 10
     assert all(isinstance(outcome, RetryLater) for outcome in outcomes)
     assert sum(outcome.job.attempts == 0 for outcome in outcomes) == 20
+
+
+async def test_refused_targets_are_dead_lettered_at_once_and_never_open_the_breaker() -> None:
+    # The real webhook channel: the SSRF guard refuses loopback (not allowed here) before any
+    # connection is made.
+    sink = WebhookSink(timeout=5, connect_timeout=1)
+    deliverer = Deliverer(
+        {"webhook": WebhookChannel(sink)},
+        retry=RetryPolicy(schedule=(60,)),
+        breaker=BreakerPolicy(min_requests=10, failure_ratio=0.7),
+        per_endpoint_concurrency=4,
+        max_payload_bytes=1024,
+    )
+    await deliverer.start()
+    try:
+        refused = [
+            DeliveryJob(f"evt_{i}", "POST", "http://127.0.0.1:9/hook", b"{}", {}, {})
+            for i in range(44)
+        ]
+        outcomes = await asyncio.gather(*(deliverer.attempt(job) for job in refused))
+    finally:
+        await deliverer.stop()
+
+    assert all(isinstance(outcome, DeadLetter) for outcome in outcomes)
+    assert all(outcome.job.attempts == 1 for outcome in outcomes)
+    assert all("delivery.allow_networks" in outcome.reason for outcome in outcomes)

@@ -146,6 +146,13 @@ def test_check_url_refuses(url: str, message: str) -> None:
     assert message in str(info.value)
 
 
+def test_a_refused_address_says_how_to_allow_it() -> None:
+    with pytest.raises(TargetRefused) as info:
+        check_url("http://127.0.0.1:8080/x", ())
+    assert str(info.value).endswith("add its network to delivery.allow_networks")
+    assert not info.value.endpoint_failed
+
+
 @pytest.mark.parametrize(
     "url",
     [
