@@ -11,6 +11,7 @@ from faust.types import SchemaT, TableT
 
 from pipeline.bulk import BulkFeed
 from pipeline.config import Settings
+from pipeline.held import HeldLedger
 from pipeline.org_directory import OrgDirectory
 from pipeline.transactions import BatchGate, install_gate
 
@@ -23,6 +24,11 @@ RAW: SchemaT[bytes, bytes] = faust.Schema(
 
 #: Records of gateway.requests fetched ahead of the usage agent: two of its largest batches.
 REQUESTS_FEED_CAPACITY = 40_000
+#: Records of quota.sessions, quota.orgs and the org partials fetched ahead of their agents.
+STATE_FEED_CAPACITY = 10_000
+#: Seconds between sweeps of a partition's held requests (expired ones dropped, the rest
+#: counted): see pipeline.held.
+SWEEP_EVERY = 60.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,10 @@ class Tables:
     org_usage: TableT[str, Any]
     #: source partition -> offset of the last record applied (pipeline.watermarks).
     applied: TableT[str, Any]
+    #: API key -> requests waiting for its session (pipeline.held).
+    held_requests: TableT[str, Any]
+    #: org id -> partial sums waiting for its org record (pipeline.held).
+    held_partials: TableT[str, Any]
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,10 @@ class Pipeline:
     gate: BatchGate
     #: The records of gateway.requests, read in bulk: see pipeline.bulk.
     requests_feed: BulkFeed
+    #: The records of quota.sessions, quota.orgs and the org partials, read in bulk.
+    sessions_feed: BulkFeed
+    orgs_feed: BulkFeed
+    partials_feed: BulkFeed
     #: The records of quota.triggers, read in bulk by the delivery agent.
     triggers_feed: BulkFeed
     #: The records of each retry tier (``delivery.retry_schedule``), read in bulk by its agent.
@@ -78,6 +92,9 @@ class Pipeline:
     org_writes: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: Every org's event_options, for the delivery agents of every worker.
     org_directory: OrgDirectory = field(default_factory=OrgDirectory)
+    #: What each partition holds for keys without a session, and orgs without a record.
+    held_keys: HeldLedger = field(default_factory=lambda: HeldLedger(SWEEP_EVERY))
+    held_orgs: HeldLedger = field(default_factory=lambda: HeldLedger(SWEEP_EVERY))
 
 
 def retry_tier_name(settings: Settings, index: int) -> str:
@@ -149,9 +166,14 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
         orgs=app.Table("orgs", **table_options),
         org_usage=app.Table("org_usage", **table_options),
         applied=app.Table("applied_offsets", **table_options),
+        held_requests=app.Table("held_requests", **table_options),
+        held_partials=app.Table("held_partials", **table_options),
     )
     gate = BatchGate()
     requests_feed = BulkFeed(capacity=REQUESTS_FEED_CAPACITY)
+    sessions_feed = BulkFeed(capacity=STATE_FEED_CAPACITY)
+    orgs_feed = BulkFeed(capacity=STATE_FEED_CAPACITY)
+    partials_feed = BulkFeed(capacity=STATE_FEED_CAPACITY)
     # As many waiting as the delivery agent handles at once: enough to keep it busy. Full (an
     # endpoint hanging until its breaker opens holds every delivery place), it pauses only
     # quota.triggers: holding the fetcher back would stop the usage stage of this worker too.
@@ -162,7 +184,13 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
         BulkFeed(capacity=settings.delivery.events_in_flight, pauses_when_full=True)
         for _ in settings.delivery.retry_schedule
     )
-    feeds = {names.requests: requests_feed, names.triggers: triggers_feed}
+    feeds = {
+        names.requests: requests_feed,
+        names.sessions: sessions_feed,
+        names.orgs: orgs_feed,
+        topics.org_partials.get_topic_name(): partials_feed,
+        names.triggers: triggers_feed,
+    }
     feeds |= {retry_tier_name(settings, index): feed for index, feed in enumerate(retry_feeds)}
     install_gate(app, gate, feeds)
     return Pipeline(
@@ -172,6 +200,9 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
         tables=tables,
         gate=gate,
         requests_feed=requests_feed,
+        sessions_feed=sessions_feed,
+        orgs_feed=orgs_feed,
+        partials_feed=partials_feed,
         triggers_feed=triggers_feed,
         retry_feeds=retry_feeds,
     )

@@ -24,6 +24,7 @@ What faust does for its streams, the feed does too:
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -118,6 +119,16 @@ class InFlight:
         await self._idle.wait()
 
 
+class Put(enum.Enum):
+    """What became of the runs of a fetch handed to :meth:`BulkFeed.put`."""
+
+    ADDED = "added"
+    #: The feed was cleared since the fetch began: they are stale.
+    STALE = "stale"
+    #: The feed is full and pauses when full: read their partitions again once it has room.
+    NO_ROOM = "no_room"
+
+
 class BulkFeed:
     """Fetched runs waiting for their agent; at most about ``capacity`` records."""
 
@@ -126,6 +137,13 @@ class BulkFeed:
         #: When full, refuse a fetch's runs (their partitions are paused and read again once
         #: there is room) instead of holding back the fetcher, and every other topic with it.
         self.pauses_when_full = pauses_when_full
+        #: Set while the agent waits for another topic to be read (pipeline.catchup): a full
+        #: feed must not hold back the fetcher then, or that topic would never be read.
+        self._holding_back = False
+        #: Per partition, the offset of the last record added since the last clear, and of the
+        #: last record its agent has handled: what pipeline.catchup reads of this topic.
+        self.fed_through: dict[Any, int] = {}
+        self.handled_through: dict[Any, int] = {}
         #: Records taken and handled one at a time, if the agent counts them.
         self.in_flight = InFlight()
         self._cleared = asyncio.Event()
@@ -146,6 +164,22 @@ class BulkFeed:
     def has_room(self) -> bool:
         return self._size < self.capacity
 
+    @property
+    def pauses(self) -> bool:
+        """Whether a full feed refuses runs (pausing their partitions) rather than wait."""
+        return self.pauses_when_full or self._holding_back
+
+    def hold_back(self, holding: bool) -> None:
+        """Pause when full (while True) rather than hold back the fetcher."""
+        self._holding_back = holding
+        if holding:
+            self._room.set()  # a put waiting for room refuses its runs instead
+
+    def handled(self, tp: Any, offset: int) -> None:
+        """The agent has handled the records of ``tp`` up to ``offset``."""
+        if offset > self.handled_through.get(tp, -1):
+            self.handled_through[tp] = offset
+
     async def cleared_within(self, seconds: float, epoch: int) -> bool:
         """Wait up to ``seconds``; True as soon as the feed is (or was) cleared since
         ``epoch``: what was taken under it is stale."""
@@ -158,22 +192,25 @@ class BulkFeed:
             return False
         return True
 
-    async def put(self, runs: Sequence[Run], epoch: int) -> bool:
-        """Add the runs of a fetch that began under ``epoch``, once there is room; False (and
-        nothing added) if the feed was cleared since."""
+    async def put(self, runs: Sequence[Run], epoch: int) -> Put:
+        """Add the runs of a fetch that began under ``epoch``, once there is room (or refuse
+        them at once if full and :attr:`pauses`); nothing is added unless ADDED."""
         while self._size >= self.capacity and epoch == self.epoch:
+            if self.pauses:
+                return Put.NO_ROOM
             self._room.clear()
             await self._room.wait()
         if epoch != self.epoch:
-            return False
+            return Put.STALE
         now = asyncio.get_running_loop().time()
         for run in runs:
             if run.records:
                 self._runs.append(run)
                 self._arrived.append(now)
                 self._size += len(run.records)
+                self.fed_through[run.tp] = run.records[-1].offset
         self._filled.set()
-        return True
+        return Put.ADDED
 
     def clear(self) -> list[Run]:
         """Drop every waiting run and make fetches under way stale; returns the dropped runs."""
@@ -184,6 +221,7 @@ class BulkFeed:
         self._runs.clear()
         self._arrived.clear()
         self._size = 0
+        self.fed_through = {}
         self._room.set()
         return dropped
 

@@ -12,15 +12,23 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from pipeline.errors import ConfigError
-from pipeline.signing import secret_bytes
+from pipeline.held import HoldPolicy
+from pipeline.models import format_number, is_http_url, validation_message
+from pipeline.signing import check_secret
 
 #: Short environment variables documented in the README, mapped to their place in the tree.
 SHORT_ENV_VARS: dict[str, tuple[str, ...]] = {
@@ -89,6 +97,13 @@ class WebhookConfig(_TykSection):
     #: Tyk's cooldown in seconds: an identical body to the same target is not re-sent within it.
     event_timeout: float = 0
 
+    @field_validator("target_path")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not is_http_url(value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
@@ -97,29 +112,46 @@ class WebhookConfig(_TykSection):
         return upper if upper in {"GET", "PUT", "POST", "DELETE", "PATCH"} else "GET"
 
 
+def _check_percentage(limit: float) -> float:
+    if not 0 < limit <= 100:
+        raise ValueError(f"trigger limit {format_number(limit)} is outside (0, 100]")
+    return limit
+
+
 class MonitorConfig(_TykSection):
     """Tyk's tyk.conf ``monitor`` section, read as-is, plus ``global_trigger_limits``."""
 
     enable_trigger_monitors: bool = False
-    global_trigger_limit: float = 0
+    #: None (left out) for no global limit. Tyk writes 0 for that; here 0 is an error, as
+    #: every limit outside (0, 100] is: it would never fire, and nothing would say why.
+    global_trigger_limit: float | None = None
     global_trigger_limits: tuple[float, ...] = ()
     monitor_user_keys: bool = False
     monitor_org_keys: bool = False
     configuration: WebhookConfig = Field(default_factory=WebhookConfig)
 
+    @field_validator("global_trigger_limit")
+    @classmethod
+    def _percentage(cls, value: float | None) -> float | None:
+        if value is not None:
+            try:
+                _check_percentage(value)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; leave it out for no global limit") from None
+        return value
+
     @field_validator("global_trigger_limits")
     @classmethod
     def _percentages(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         for limit in value:
-            if not 0 < limit <= 100:
-                raise ValueError(f"trigger limit {limit} is outside (0, 100]")
+            _check_percentage(limit)
         return value
 
     def global_thresholds(self) -> frozenset[float]:
-        """The global thresholds: the list when given, else the single limit when above 0."""
+        """The global thresholds: the list when given, else the single limit."""
         if self.global_trigger_limits:
             return frozenset(self.global_trigger_limits)
-        if 0 < self.global_trigger_limit <= 100:
+        if self.global_trigger_limit is not None:
             return frozenset({self.global_trigger_limit})
         return frozenset()
 
@@ -175,7 +207,9 @@ class DeliverySettings(_Section):
     #: Secrets of chosen targets by URL prefix (the longest matching prefix wins). They replace
     #: ``signing_secrets`` for those targets; an empty list sends them unsigned.
     target_signing_secrets: dict[str, tuple[SecretStr, ...]] = Field(default_factory=dict)
-    max_payload_bytes: int = Field(default=262_144, ge=1)
+    #: At most 384 KiB: a retry-tier record carries the body (in base64) and the event it
+    #: came from, and must fit in Kafka's default record limit of 1 MiB.
+    max_payload_bytes: int = Field(default=262_144, ge=1, le=393_216)
     #: In-flight deliveries per worker, and per endpoint within that.
     concurrency: int = Field(default=64, ge=1)
     per_endpoint_concurrency: int = Field(default=8, ge=1)
@@ -201,7 +235,7 @@ class DeliverySettings(_Section):
     @classmethod
     def _secrets(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
         for secret in value:
-            secret_bytes(secret.get_secret_value())  # its ValueError names the expected form
+            check_secret(secret.get_secret_value())  # its ValueError names the expected form
         return value
 
     @field_validator("target_signing_secrets")
@@ -219,6 +253,24 @@ class DeliverySettings(_Section):
         if any(delay < 0 for delay in value):
             raise ValueError("retry delays must be >= 0")
         return value
+
+
+class HoldSettings(_Section):
+    """How long, and how much, requests wait for their key's session or their org's record
+    before they count (pipeline.held); past these bounds they are dropped, and counted."""
+
+    #: Seconds (wall clock) from the first request held for a subject.
+    seconds: float = Field(default=3600, gt=0)
+    #: Keys held at once per partition of gateway.requests.
+    max_keys: int = Field(default=10_000, ge=0)
+    #: Orgs held at once per partition of the org partials.
+    max_orgs: int = Field(default=1_000, ge=0)
+
+    def key_policy(self) -> HoldPolicy:
+        return HoldPolicy(seconds=self.seconds, max_subjects=self.max_keys)
+
+    def org_policy(self) -> HoldPolicy:
+        return HoldPolicy(seconds=self.seconds, max_subjects=self.max_orgs)
 
 
 class WebSettings(_Section):
@@ -244,6 +296,7 @@ class Settings(BaseSettings):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     email_backend: EmailBackend = Field(default_factory=EmailBackend)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    hold: HoldSettings = Field(default_factory=HoldSettings)
     web: WebSettings = Field(default_factory=WebSettings)
 
     @classmethod
@@ -301,6 +354,32 @@ def load_settings(config_path: str | Path | None = None) -> Settings:
         return Settings(**file_data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, file=path)) from exc
+    except SettingsError as exc:  # a QP_ variable whose value is not the JSON it must be
+        raise ConfigError(describe_settings_error(exc)) from exc
+
+
+def describe_settings_error(exc: SettingsError) -> str:
+    """One line naming the QP_ variable pydantic-settings could not parse, and why."""
+    match = re.search(r'field "(\w+)"', str(exc))
+    section = match.group(1) if match else ""
+    prefix = f"QP_{section.upper()}__"
+    culprits = [
+        name
+        for name, value in sorted(os.environ.items())
+        if name.upper().startswith(prefix) and not _is_json(value)
+    ]
+    where = ", ".join(culprits) or f"a QP_{section.upper()} variable"
+    cause = exc.__cause__
+    why = f": {cause}" if cause is not None else ""
+    return f"bad setting in {where}: not valid JSON{why}"
+
+
+def _is_json(value: str) -> bool:
+    try:
+        json.loads(value)
+    except ValueError:
+        return False
+    return True
 
 
 def environment_source(loc: tuple[str | int, ...]) -> str | None:
@@ -322,4 +401,4 @@ def describe_validation_error(exc: ValidationError, *, file: str | Path | None) 
     where = ".".join(str(part) for part in first["loc"]) or "(top level)"
     source = environment_source(first["loc"]) or (str(file) if file else "the defaults")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"bad setting {where} in {source}: {first['msg']}{more}"
+    return f"bad setting {where} in {source}: {validation_message(first['msg'])}{more}"

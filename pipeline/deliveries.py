@@ -4,13 +4,16 @@ dead-letter topic (pure)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
 
 from pipeline.errors import DeliveryError, InvalidRecord
+from pipeline.rejections import MAX_REASON_CHARS, shorten
 from pipeline.webhooks import WebhookRequest
 
 
@@ -93,26 +96,77 @@ class DeliveryJob:
     def from_bytes(cls, raw: bytes | None) -> DeliveryJob:
         """Our own retry-tier records; anything else is rejected, not retried."""
         try:
-            data = orjson.loads(raw or b"")
-            data["body"] = base64.b64decode(data["body"])
-            return cls(**data)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            wire = _decode_wire_job(raw or b"")
+            body = base64.b64decode(wire.body, validate=True)
+        except (msgspec.DecodeError, RecursionError, ValueError) as exc:
             raise InvalidRecord(f"not a delivery job: {exc}") from exc
+        return cls(
+            event_id=wire.event_id,
+            method=wire.method,
+            url=wire.url,
+            body=body,
+            headers=wire.headers,
+            event=wire.event,
+            attempts=wire.attempts,
+            first_attempt_at=wire.first_attempt_at,
+            last_attempt_at=wire.last_attempt_at,
+            last_status=wire.last_status,
+            last_error=wire.last_error,
+            due=wire.due,
+            channel=wire.channel,
+        )
+
+
+class _WireJob(msgspec.Struct, frozen=True):
+    """A retry-tier record as :meth:`DeliveryJob.to_bytes` writes it, with its types checked."""
+
+    event_id: Annotated[str, msgspec.Meta(min_length=1)]
+    method: str
+    url: Annotated[str, msgspec.Meta(min_length=1)]
+    #: base64
+    body: str
+    headers: dict[str, str]
+    event: dict[str, Any]
+    attempts: Annotated[int, msgspec.Meta(ge=0)] = 0
+    first_attempt_at: float | None = None
+    last_attempt_at: float | None = None
+    last_status: int | None = None
+    last_error: str = ""
+    due: float = 0.0
+    channel: Literal["webhook", "email"] = "webhook"
+
+
+_decode_wire_job = msgspec.json.Decoder(_WireJob).decode
+
+
+#: A dead letter keeps its event whole up to this size (JSON bytes); a larger one (a portal
+#: event of a megabyte, dead-lettered for a body over delivery.max_payload_bytes) keeps only
+#: the fields that name it, so that the dead letter always fits in a Kafka record.
+MAX_DEAD_LETTER_EVENT_BYTES = 256 * 1024
+#: The fields a cut event keeps.
+NAMING_FIELDS = ("id", "event", "org_id", "org", "key", "subject", "trigger_limit")
 
 
 def dead_letter(job: DeliveryJob, reason: str) -> bytes:
     """The DeadLetter payload (schemas/dead_letter.json) for a job that will not be retried."""
     attempted_at = job.last_attempt_at or 0.0
-    return orjson.dumps(
-        {
-            "id": job.event_id,
-            "channel": job.channel,
-            "target": job.url,
-            "event": dict(job.event),
-            "attempts": max(job.attempts, 1),
-            "last_status": job.last_status,
-            "last_error": reason,
-            "first_attempt_at": job.first_attempt_at or attempted_at,
-            "last_attempt_at": attempted_at,
+    letter: dict[str, Any] = {
+        "id": job.event_id,
+        "channel": job.channel,
+        "target": job.url,
+        "event": dict(job.event),
+        "attempts": max(job.attempts, 1),
+        "last_status": job.last_status,
+        "last_error": shorten(reason, MAX_REASON_CHARS),
+        "first_attempt_at": job.first_attempt_at or attempted_at,
+        "last_attempt_at": attempted_at,
+    }
+    event = orjson.dumps(letter["event"])
+    if len(event) > MAX_DEAD_LETTER_EVENT_BYTES:
+        letter["event"] = {
+            name: value
+            for name in NAMING_FIELDS
+            if isinstance(value := job.event.get(name), str) and len(value) < 10_000
         }
-    )
+        letter["event_cut"] = {"length": len(event), "sha256": hashlib.sha256(event).hexdigest()}
+    return orjson.dumps(letter)

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import faust
+from faust.exceptions import DecodeError
 from pydantic import SecretStr
 
 from pipeline.app import RAW, Pipeline, retry_tier_name
@@ -28,26 +29,38 @@ from pipeline.delivery import DeadLetter, Delivered, Deliverer, Outcome, RetryLa
 from pipeline.email.factory import build_email_sink
 from pipeline.errors import InvalidRecord
 from pipeline.health import BreakerPolicy
+from pipeline.kafka import broker_unwell
 from pipeline.metrics import delivery_outcome
 from pipeline.models import decode_json_object
 from pipeline.notifications import Notifier, Planned, Unsendable
 from pipeline.portal_agent import attach_portal_agent
+from pipeline.redaction import target
+from pipeline.rejections import loggable
 from pipeline.retry import RetryPolicy
 from pipeline.sinks.webhook import WebhookSink
-from pipeline.streams import handle_each, send_rejection
+from pipeline.streams import handle_each, rejecter, send_rejection
 from pipeline.tables import acting_for
 
 log = logging.getLogger(__name__)
 
 #: Records taken from a feed at a time (each is then handled on its own).
 RECORDS_PER_TAKE = 500
+#: Seconds between sends of an outcome the brokers did not take (after aiokafka's own retries),
+#: before the last try whose failure is the record's.
+DURABLE_BACKOFF = (1, 2, 5, 10, 30, 60, 60, 60, 60, 60)
 
 
 def decode_trigger(raw: bytes | None) -> dict[str, Any]:
+    """A quota.triggers value: the fields its deliveries read must be there, of their types."""
     event = decode_json_object(raw)
-    for field in ("id", "event", "org", "key", "trigger_limit", "usage_percentage"):
-        if field not in event:
-            raise InvalidRecord(f"trigger event has no {field}")
+    for field in ("id", "event", "org", "key", "trigger_limit"):
+        if not isinstance(event.get(field), str):
+            raise InvalidRecord(f"trigger event has no {field} string")
+    if not event["id"]:
+        raise InvalidRecord("trigger event has an empty id")
+    usage = event.get("usage_percentage")
+    if type(usage) not in (int, float):
+        raise InvalidRecord("trigger event has no usage_percentage number")
     return event
 
 
@@ -81,9 +94,9 @@ class DeliveryRouter:
             # Debug, not info: at thousands per second a line each costs more than the send.
             # /metrics counts them.
             log.debug(
-                "delivered id=%s url=%s status=%s attempts=%s",
+                "delivered id=%s target=%s status=%s attempts=%s",
                 job.event_id,
-                job.url,
+                target(job.url),
                 job.last_status,
                 job.attempts,
             )
@@ -94,20 +107,40 @@ class DeliveryRouter:
             return
         reason = outcome.reason if isinstance(outcome, DeadLetter) else job.last_error
         log.warning(
-            "dead-lettered id=%s url=%s status=%s reason=%s",
+            "dead-lettered id=%s target=%s status=%s reason=%s",
             job.event_id,
-            job.url,
+            target(job.url),
             job.last_status,
-            reason,
+            loggable(reason),
         )
         await self._durably(self._pipeline.topics.dlq, job.event_id, dead_letter(job, reason))
 
     async def _durably(self, topic: faust.TopicT, key: str, value: bytes) -> None:
+        """Send an outcome; while the brokers are unwell, again for some minutes: the outcome
+        of a delivery made must not be lost, and its record is not acknowledged until then."""
+        name = topic.get_topic_name()
+        for wait in DURABLE_BACKOFF:
+            try:
+                await self._send(name, key, value)
+                return
+            except Exception as exc:
+                if not broker_unwell(exc):
+                    raise
+                log.warning(
+                    "a delivery outcome was not taken topic=%s error=%s; sending again in %ss",
+                    name,
+                    type(exc).__name__,
+                    wait,
+                )
+            await asyncio.sleep(wait)  # a backoff while the brokers recover
+        await self._send(name, key, value)
+
+    async def _send(self, topic: str, key: str, value: bytes) -> None:
         # Straight to the producer: the record is bytes already, and faust's Topic.send (a
         # FutureMessage, its channel, serializers that do nothing) cost as much again.
         # The second await is the broker's acknowledgement, not just the buffering.
         producer = self._pipeline.app.producer
-        sent = await producer.send(topic.get_topic_name(), key.encode(), value, None, None, None)
+        sent = await producer.send(topic, key.encode(), value, None, None, None)
         await sent
 
 
@@ -207,6 +240,7 @@ def attach_delivery_agents(pipeline: Pipeline) -> None:
             handle,
             limit=settings.events_in_flight,
             max_records=RECORDS_PER_TAKE,
+            reject=rejecter(pipeline),
         )
 
     for index, tier in enumerate(tiers):
@@ -218,7 +252,7 @@ def job_due(raw: bytes | None) -> float:
     """When a retry-tier record is due; now for a record that is not a job (it is rejected)."""
     try:
         return DeliveryJob.from_bytes(raw).due
-    except InvalidRecord:
+    except Exception:  # any bad record: its handler rejects it, with the reason
         return 0.0
 
 
@@ -227,9 +261,12 @@ def developer_email(pipeline: Pipeline, source: Any, trigger: dict[str, Any]) ->
     quota.sessions (same partition count, keyed by the key), so the session is local."""
     if trigger.get("subject") != "key" or not trigger["key"]:
         return None
-    with acting_for(source):
-        stored = pipeline.tables.sessions.get(trigger["key"])
-    email = (stored or {}).get("developer_email")
+    try:
+        with acting_for(source):
+            stored = pipeline.tables.sessions.get(trigger["key"])
+        email = stored.get("developer_email") if isinstance(stored, dict) else None
+    except (DecodeError, ValueError):  # a stored session that does not decode: no address
+        return None
     return email if isinstance(email, str) and email else None
 
 
@@ -263,5 +300,6 @@ def attach_retry_tier(
             handle,
             limit=settings.events_in_flight,
             max_records=RECORDS_PER_TAKE,
+            reject=rejecter(pipeline),
             due=job_due,
         )

@@ -9,11 +9,13 @@ time, which travels with the item.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import orjson
 
 from pipeline.errors import InvalidRecord
+from pipeline.models import MAX_EMAIL_LENGTH, MAX_ID_LENGTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +34,22 @@ class DigestItem:
 
     @classmethod
     def from_json(cls, raw: bytes | None) -> DigestItem:
+        """Our own internal records; anything else is rejected."""
         try:
-            value = orjson.loads(raw or b"")
-            return cls(value["to"], value["org_id"], value["request"], float(value["at"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            wire = _decode_wire_item(raw or b"")
+        except (msgspec.DecodeError, RecursionError) as exc:
             raise InvalidRecord(f"not a digest item: {exc}") from exc
+        return cls(wire.to, wire.org_id, wire.request, wire.at)
+
+
+class _WireItem(msgspec.Struct, frozen=True):
+    to: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EMAIL_LENGTH)]
+    org_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+    request: dict[str, Any]
+    at: float
+
+
+_decode_wire_item = msgspec.json.Decoder(_WireItem).decode
 
 
 @dataclass

@@ -37,7 +37,7 @@ from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
 from pipeline import recovery as table_recovery
-from pipeline.bulk import BulkFeed, Run
+from pipeline.bulk import BulkFeed, Put, Run
 
 
 def put_back(
@@ -197,7 +197,7 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
             if tp in reading
         ]
         if behind:
-            positions = await self._positions(behind)
+            positions = await self.positions(behind)
             if not (
                 self.flow_active
                 and self.app.consumer_generation_id == generation
@@ -210,7 +210,15 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
             )
         table_recovery.end_recovery_if_done(recovery)
 
-    async def _positions(self, tps: Sequence[TP]) -> dict[TP, int | None]:
+    async def end_offsets(self, tps: Sequence[TP]) -> dict[TP, int]:
+        """The end offsets of ``tps`` now, asked of the broker (read_committed under
+        exactly_once: the last stable offsets)."""
+        thread = self._thread
+        consumer = thread._ensure_consumer()
+        ends: Mapping[TP, int] = await thread.call_thread(consumer.end_offsets, list(tps))
+        return {TP(tp.topic, tp.partition): end for tp, end in ends.items()}
+
+    async def positions(self, tps: Sequence[TP]) -> dict[TP, int | None]:
         """aiokafka's fetch positions of ``tps`` (None for one no longer assigned), asked of
         the consumer thread in one call."""
         thread = self._thread
@@ -255,7 +263,7 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
     async def _feed(self, feed: BulkFeed, runs: list[Run], epoch: int) -> None:
         """Hand runs to their feed, doing for them what faust's fetch loop does per record:
         drop what is below the read offset, note skipped offsets as gaps."""
-        if feed.pauses_when_full and not feed.has_room() and epoch == feed.epoch:
+        if feed.pauses and not feed.has_room() and epoch == feed.epoch:
             self._pause_for_room(feed, runs)
             return
         fresh = []
@@ -274,12 +282,15 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
             offsets = [records[0].offset] if contiguous else [r.offset for r in records]
             skipped += [(tp, start, end) for start, end in gaps(read, offsets)]
             fresh.append(Run(tp, records))
-        if await feed.put(fresh, epoch):
+        put = await feed.put(fresh, epoch)
+        if put is Put.ADDED:
             # Only now: a refused run may follow a move back, and its "gap" would be records.
             for tp, start, end in skipped:
                 await self._add_gap(tp, start, end - 1)
             for run in fresh:
                 self._read_offset[run.tp] = run.records[-1].offset
+        elif put is Put.NO_ROOM:
+            self._pause_for_room(feed, fresh)
         elif self.flow_active:
             # Refused after read_again: fetched before it, these would be lost (the position
             # has moved past them) unless read_again already moved their partition back.
@@ -371,3 +382,9 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
         monitor = self.app.monitor
         if monitor is not None:
             monitor.stream_inbound_time[tp] = monotonic()
+
+
+def consumer_of(app: Any) -> LosslessFetchConsumer:
+    """The App's consumer, as the type :func:`pipeline.transactions.install_gate` made it."""
+    consumer: LosslessFetchConsumer = app.consumer
+    return consumer

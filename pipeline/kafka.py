@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     GroupCoordinatorNotAvailableError,
     KafkaError,
+    KafkaTimeoutError,
     TopicAlreadyExistsError,
 )
 from aiokafka.partitioner import DefaultPartitioner
@@ -105,6 +106,12 @@ class KeyPartitions:
         if partition is None:
             partition = self._known[key] = self._partitioner(key, self.partitions, self.partitions)
         return partition
+
+
+def broker_unwell(exc: BaseException) -> bool:
+    """Whether a send failed because the brokers are unwell (worth sending again later), not
+    because of what was sent. aiokafka gives up with KafkaTimeoutError after its own retries."""
+    return isinstance(exc, KafkaTimeoutError) or (isinstance(exc, KafkaError) and exc.retriable)
 
 
 class TopicSpec(NamedTuple):

@@ -67,10 +67,13 @@ def isolated_config(
 class WorkerProcess:
     """``quota-pipeline worker`` in a process of its own, with its config in a file."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path, name: str = "worker") -> None:
+    def __init__(
+        self, config: dict[str, Any], workdir: Path, name: str = "worker", loglevel: str = "info"
+    ) -> None:
         self.config = config
         self.workdir = workdir
         self.name = name
+        self.loglevel = loglevel
         self.config_path = workdir / f"{name}.json"
         self.log_path = workdir / f"{name}.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -91,7 +94,10 @@ class WorkerProcess:
         self._log = self.log_path.open("ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("QP_")}
         self._process = subprocess.Popen(  # noqa: S603 - our own entry point
-            [sys.executable, "-m", "pipeline", "--config", str(self.config_path), "worker"],
+            [
+                *(sys.executable, "-m", "pipeline", "--config", str(self.config_path)),
+                *("worker", "--loglevel", self.loglevel),
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

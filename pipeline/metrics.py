@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -43,6 +43,38 @@ NO_RECIPIENT = Counter(
     "quota_pipeline_emails_without_recipient",
     "Emails not sent because their subject has no address, by template",
     ["template"],
+    registry=REGISTRY,
+)
+
+HELD_SUBJECTS = Gauge(
+    "quota_pipeline_held_subjects",
+    "Keys (subject=key) or orgs (subject=org) whose requests wait for their session or org "
+    "record, in this worker's partitions",
+    ["subject"],
+    registry=REGISTRY,
+)
+HELD_REQUESTS = Gauge(
+    "quota_pipeline_held_requests",
+    "Requests waiting for their key's session (subject=key) or their org's record (subject=org)",
+    ["subject"],
+    registry=REGISTRY,
+)
+HELD_RELEASED = Counter(
+    "quota_pipeline_held_requests_released",
+    "Held requests applied when their session or org record came",
+    ["subject"],
+    registry=REGISTRY,
+)
+HELD_DROPPED = Counter(
+    "quota_pipeline_held_requests_dropped",
+    "Held requests dropped past the hold's bounds, by reason (expired, full, deleted)",
+    ["subject", "reason"],
+    registry=REGISTRY,
+)
+UNREADABLE_VALUES = Counter(
+    "quota_pipeline_unreadable_table_values",
+    "Stored table values that did not decode and were taken as absent, by table",
+    ["table"],
     registry=REGISTRY,
 )
 

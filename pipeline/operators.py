@@ -184,8 +184,15 @@ async def dlq_command(
         for letter in letters:
             console.print_json(orjson.dumps(letter).decode())
         return 0
+    whole = [letter for letter in letters if "event_cut" not in letter]
+    if len(whole) < len(letters):
+        # Cut for size: what is left names the event but cannot rebuild its delivery.
+        console.print(
+            f"{len(letters) - len(whole)} dead letters kept only part of their event "
+            "(event_cut) and cannot be redriven"
+        )
     jobs = [
-        job for letter in letters for job in jobs_for(settings, letter["event"], letter["target"])
+        job for letter in whole for job in jobs_for(settings, letter["event"], letter["target"])
     ]
     return await finish(settings, jobs, dry_run, console, what="dead letters")
 

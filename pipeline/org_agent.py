@@ -1,24 +1,41 @@
-"""The org agents: quota.orgs into the orgs table; org partials in, org triggers out."""
+"""The org agents: quota.orgs into the orgs table; org partials into org usage and org triggers.
+
+Thin wiring: decode, call the pure planners of :mod:`pipeline.org_plans`, emit, write. Both
+read their topic in bulk (pipeline.bulk), not through faust's streams.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping
+import time
 from typing import Any
 
-import orjson
+from faust.types import TP
 
 from pipeline.app import Pipeline
-from pipeline.config import MonitorConfig
-from pipeline.models import Org, decode_org
-from pipeline.monitoring import compact_org, org_limits
-from pipeline.partials import Bucket, Partial, decode_partial
-from pipeline.quota import BatchPlan, UsageState, apply_records
-from pipeline.streams import decode_batch, decode_keyed, gated_batches
-from pipeline.tables import acting_for, read_all, write_all
-from pipeline.transactions import emit_all
-from pipeline.triggers import trigger_event
-from pipeline.watermarks import mark_key
+from pipeline.bulk import Batch
+from pipeline.catchup import CatchUp
+from pipeline.fetching import consumer_of
+from pipeline.models import decode_org_record
+from pipeline.org_plans import (
+    HELD_PARTIALS,
+    ORG_USAGE,
+    ORGS,
+    OrgTables,
+    plan_orgs_batch,
+    plan_partials_batch,
+)
+from pipeline.partials import decode_partial
+from pipeline.plans import HoldContext
+from pipeline.state_batches import (
+    count_held,
+    emit_triggers,
+    per_partition,
+    sweep_held,
+    unapplied_batch,
+    write_plan,
+)
+from pipeline.streams import decode_records, process_runs, reject_failed
+from pipeline.tables import read_all
 
 BATCH_MAX = 1000
 BATCH_WITHIN = 0.05
@@ -26,104 +43,116 @@ BATCH_WITHIN = 0.05
 
 def attach_org_agents(pipeline: Pipeline) -> None:
     """Register the orgs and org-usage agents on the pipeline's App."""
-    app, topics, tables = pipeline.app, pipeline.topics, pipeline.tables
+    attach_orgs_agent(pipeline)
+    attach_partials_agent(pipeline)
+
+
+def org_tables(pipeline: Pipeline) -> dict[str, Any]:
+    """The org tables by the names the planners write them under."""
+    tables = pipeline.tables
+    return {ORGS: tables.orgs, ORG_USAGE: tables.org_usage, HELD_PARTIALS: tables.held_partials}
+
+
+def read_org_tables(pipeline: Pipeline, source: Any, orgs: set[str]) -> OrgTables:
+    tables = pipeline.tables
+    return OrgTables(
+        read_all(tables.orgs, source, orgs),
+        read_all(tables.org_usage, source, orgs),
+        read_all(tables.held_partials, source, orgs),
+    )
+
+
+def attach_orgs_agent(pipeline: Pipeline) -> None:
+    """quota.orgs into the orgs table, releasing the partials held for each org. (Their
+    targets reach every worker through pipeline.org_directory.)"""
+    app, topics = pipeline.app, pipeline.topics
     monitor = pipeline.settings.monitor
+    writes_to = org_tables(pipeline)
 
     @app.agent(topics.orgs, name="orgs")
-    async def orgs_agent(stream: Any) -> AsyncIterator[None]:
-        async for events in gated_batches(pipeline, stream, BATCH_MAX, BATCH_WITHIN):
-            orgs = await decode_keyed(pipeline, events, decode_org, key_name="org id")
-            for event, org_id, org in orgs:
-                async with pipeline.org_writes:
-                    apply_org(pipeline, event, org_id, org)
-            yield None
+    async def orgs_agent(stream: Any) -> None:
+        # Subscribed through faust; the records come in bulk through the feed (pipeline.bulk).
+        await process_runs(
+            pipeline.orgs_feed,
+            pipeline.gate,
+            app.consumer,
+            per_partition(apply_orgs),
+            max_records=BATCH_MAX,
+            within=BATCH_WITHIN,
+        )
+
+    async def apply_orgs(tp: TP, fetched: list[Any]) -> None:
+        batch = unapplied_batch(pipeline, "orgs", tp, fetched)
+        if batch is None:
+            return
+        decoded = await decode_records(pipeline, tp, batch.records, decode_org_record)
+        entries = [(index, org_id, org) for index, (org_id, org) in enumerate(decoded.values)]
+        async with pipeline.org_writes:
+            stored = read_org_tables(pipeline, batch.source, {org_id for _, org_id, _ in entries})
+            plan = plan_orgs_batch(entries, stored, monitor)
+            await reject_failed(pipeline, tp, decoded.sources, plan.failed)
+            await emit_triggers(pipeline, batch, plan)
+            await write_plan(pipeline, batch, plan, writes_to)
+        count_held(pipeline.held_orgs, tp.partition, plan.tally, "org")
+
+
+def attach_partials_agent(pipeline: Pipeline) -> None:
+    """Org partials into org usage and org triggers; those of orgs without a record are held."""
+    app, topics, tables = pipeline.app, pipeline.topics, pipeline.tables
+    monitor = pipeline.settings.monitor
+    policy = pipeline.settings.hold.org_policy()
+    ledger = pipeline.held_orgs
+    writes_to = org_tables(pipeline)
+    # Partials wait until the orgs already in quota.orgs are read (pipeline.catchup).
+    orgs_read = CatchUp(topics.orgs.get_topic_name(), pipeline.orgs_feed)
 
     @app.agent(topics.org_partials, name="org-usage")
-    async def org_usage_agent(stream: Any) -> AsyncIterator[None]:
-        async for events in gated_batches(pipeline, stream, BATCH_MAX, BATCH_WITHIN):
-            by_partition = await decode_batch(pipeline, events, decode_partial)
-            for partition, read in by_partition.items():
-                source = read[-1][0]
-                with acting_for(source):
-                    partials, marks = unapplied_partials(
-                        tables.applied, partition, [partial for _, partial in read]
-                    )
-                if not partials:
-                    continue  # read again after a restart or a repeated delivery: applied
-                # Events first, state after (see usage_agent); the lock keeps org changes out.
-                async with pipeline.org_writes:
-                    orgs = {partial.org_id for partial in partials}
-                    plan = plan_org_batch(
-                        read_all(tables.orgs, source, orgs),
-                        read_all(tables.org_usage, source, orgs),
-                        partials,
-                        monitor,
-                    )
-                    triggers = [(org.encode(), payload) for org, payload in plan.triggers]
-                    await emit_all(app, source, topics.triggers, triggers)
-                    # The marks after the states: a crash between them applies them again.
-                    await write_all(app, tables.org_usage, source, plan.states)
-                    await write_all(app, tables.applied, source, marks)
-            yield None
+    async def org_usage_agent(stream: Any) -> None:
+        feed = pipeline.partials_feed
 
+        async def ready(batch: Batch) -> bool:
+            partitions = {run.tp.partition for run in batch.runs}
+            return await orgs_read.wait(consumer_of(app), partitions, feed, batch.epoch)
 
-def apply_org(pipeline: Pipeline, event: Any, org_id: str, org: Org | None) -> None:
-    """Store an org's quota; a tombstone forgets it. (Its targets reach every worker through
-    pipeline.org_directory.)"""
-    tables = pipeline.tables
-    with acting_for(event):
-        if org is None:
-            tables.orgs.pop(org_id, None)
-            tables.org_usage.pop(org_id, None)
-        else:
-            tables.orgs[org_id] = compact_org(org)
+        await process_runs(
+            feed,
+            pipeline.gate,
+            app.consumer,
+            per_partition(apply_partials),
+            max_records=BATCH_MAX,
+            within=BATCH_WITHIN,
+            ready=ready,
+        )
 
-
-def unapplied_partials(
-    applied: Mapping[str, Any], partition: int, partials: list[Partial]
-) -> tuple[list[Partial], dict[str, int]]:
-    """The partials of one partials partition not applied yet, and the marks they move.
-
-    Partials of every requests partition interleave here, each origin's in offset order, so a
-    partial is new when its origin offset is above the mark of its origin.
-    """
-    marks: dict[str, int] = {}
-    fresh: list[Partial] = []
-    for partial in partials:
-        if partial.origin is None:  # from a release without origins: nothing to compare
-            fresh.append(partial)
-            continue
-        origin_partition, offset = partial.origin
-        key = mark_key("partials", partition, origin_partition)
-        mark = marks.get(key, applied.get(key))
-        if mark is None or offset > mark:
-            fresh.append(partial)
-            marks[key] = offset
-    return fresh, marks
-
-
-def plan_org_batch(
-    orgs: Mapping[str, Any],
-    org_usage: Mapping[str, Any],
-    partials: list[Partial],
-    monitor: MonitorConfig,
-) -> BatchPlan:
-    """Partial sums' effect: the orgs' new states and the org triggers (writes nothing)."""
-    by_org: dict[str, list[Bucket]] = defaultdict(list)
-    for partial in partials:
-        by_org[partial.org_id].extend(partial.buckets)
-    states: dict[str, dict[str, Any]] = {}
-    triggers: list[tuple[str, bytes]] = []
-    for org_id, buckets in by_org.items():
-        stored = orgs.get(org_id)
-        if stored is None:
-            continue  # an org without an Org record has no quota to watch
-        limits = org_limits(stored, monitor)
-        applied = apply_records(UsageState.from_stored(org_usage.get(org_id)), buckets, limits)
-        states[org_id] = applied.state.to_json()
-        for crossing in applied.crossings:
-            event = trigger_event(
-                "org", org_id=org_id, key="", quota_max=limits.quota_max, crossing=crossing
+    async def apply_partials(tp: TP, fetched: list[Any]) -> None:
+        # The partition's mark drops partials read again; the origins each org keeps drop
+        # partials sent twice (a batch of requests applied again after a crash).
+        batch = unapplied_batch(pipeline, "org-partials", tp, fetched)
+        if batch is None:
+            return
+        decoded = await decode_records(
+            pipeline, tp, batch.records, lambda key, value: decode_partial(value)
+        )
+        partials = list(enumerate(decoded.values))
+        source, partition = batch.source, tp.partition
+        async with pipeline.org_writes:
+            swept = sweep_held(
+                ledger,
+                tables.held_partials,
+                source,
+                policy=policy,
+                epoch=pipeline.partials_feed.epoch,
             )
-            triggers.append((org_id, orjson.dumps(event)))
-    return BatchPlan(states, triggers)
+            orgs = {partial.org_id for _, partial in partials}
+            stored = read_org_tables(pipeline, source, orgs)
+            stored = stored._replace(
+                held={org: v for org, v in stored.held.items() if org not in swept.subjects}
+            )
+            room = ledger.room(partition, policy)
+            context = HoldContext(policy, time.time(), partition, room)
+            plan = plan_partials_batch(partials, stored, monitor, context)
+            swept.into(plan, HELD_PARTIALS)
+            await reject_failed(pipeline, tp, decoded.sources, plan.failed)
+            await emit_triggers(pipeline, batch, plan)
+            await write_plan(pipeline, batch, plan, writes_to)
+        count_held(ledger, partition, plan.tally, "org")

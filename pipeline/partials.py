@@ -10,13 +10,14 @@ in it, so that the org agent places requests in the right quota period.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, NamedTuple
 
+import msgspec
 import orjson
 
 from pipeline.errors import InvalidRecord
-from pipeline.models import RequestCount
+from pipeline.models import MAX_ID_LENGTH, RequestCount
 
 Bucket = tuple[float, int]
 
@@ -49,30 +50,80 @@ class PartialSums:
             yield org_id, [(ts, count) for ts, count in sorted(seconds.values())]
 
 
+#: The most per-second buckets in one partial record. A batch's records of one org can span
+#: tens of thousands of seconds (a backlog of sparse traffic): its buckets are then sent in
+#: parts, each far below Kafka's record limit (about 250 KB at most).
+MAX_BUCKETS_PER_PARTIAL = 10_000
+
+#: Where a partial comes from: (partition of gateway.requests, offset of the last record of the
+#: batch it sums, part). An org's partials from one partition come in increasing origin order,
+#: so the org agent applies each once (see :func:`is_new`).
+Origin = tuple[int, int, int]
+
+
 class Partial(NamedTuple):
     org_id: str
     buckets: list[Bucket]
-    #: (partition, offset) of the last gateway.requests record of the batch it sums, so that
-    #: the org agent applies it once (pipeline.watermarks); None from a release before 0.4.0.
-    origin: tuple[int, int] | None = None
+    #: None from a release before 0.4.0 (applied as it comes).
+    origin: Origin | None = None
 
 
-def encode_partial(org_id: str, buckets: list[Bucket], origin: tuple[int, int]) -> bytes:
-    return orjson.dumps({"org_id": org_id, "buckets": buckets, "origin": origin})
+def encode_partials(org_id: str, buckets: list[Bucket], partition: int, offset: int) -> list[bytes]:
+    """The partial records of one org's buckets from one batch, in parts if there are many."""
+    return [
+        orjson.dumps(
+            {
+                "org_id": org_id,
+                "buckets": buckets[start : start + MAX_BUCKETS_PER_PARTIAL],
+                "origin": (partition, offset, part),
+            }
+        )
+        for part, start in enumerate(range(0, len(buckets), MAX_BUCKETS_PER_PARTIAL))
+    ]
+
+
+class _WirePartial(msgspec.Struct, frozen=True):
+    org_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+    buckets: list[tuple[float, Annotated[int, msgspec.Meta(ge=1)]]]
+    #: Two numbers from a release before 0.11.0 (one part), three since.
+    origin: (
+        Annotated[
+            list[Annotated[int, msgspec.Meta(ge=0)]], msgspec.Meta(min_length=2, max_length=3)
+        ]
+        | None
+    ) = None
+
+
+_decode_wire_partial = msgspec.json.Decoder(_WirePartial).decode
 
 
 def decode_partial(raw: bytes | None) -> Partial:
     """Our own internal records; a bad one means a bug or a foreign producer: reject it."""
+    if raw is None:
+        raise InvalidRecord("org partial has no value")
     try:
-        data = orjson.loads(raw or b"")
-        org_id = data["org_id"]
-        buckets = [(float(ts), int(count)) for ts, count in data["buckets"]]
-        origin = data.get("origin")
-        if origin is not None:
-            partition, offset = origin
-            origin = (int(partition), int(offset))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        wire = _decode_wire_partial(raw)
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise InvalidRecord(f"not an org partial: {exc}") from exc
-    if not isinstance(org_id, str) or not org_id:
-        raise InvalidRecord("org partial without an org id")
-    return Partial(org_id, buckets, origin)
+    origin: Origin | None = None
+    if wire.origin is not None:
+        partition, offset, *part = wire.origin
+        origin = (partition, offset, part[0] if part else 0)
+    return Partial(wire.org_id, list(wire.buckets), origin)
+
+
+def is_new(origin: Origin | None, marks: Mapping[str, list[int]] | None) -> bool:
+    """Whether a partial from ``origin`` is after the last one applied (``marks``: per
+    partition of origin, the [offset, part] of the last one)."""
+    if origin is None:
+        return True
+    mark = (marks or {}).get(str(origin[0]))
+    return mark is None or [origin[1], origin[2]] > mark
+
+
+def marked(marks: Mapping[str, list[int]] | None, origin: Origin | None) -> dict[str, list[int]]:
+    """``marks`` moved on to ``origin``."""
+    moved = dict(marks or {})
+    if origin is not None:
+        moved[str(origin[0])] = [origin[1], origin[2]]
+    return moved

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import InvalidRecord
-from pipeline.models import decode_json_object
+from pipeline.models import MAX_ID_LENGTH, decode_json_object, quoted
 
 #: Every event name of the contract, by the event_options entry that receives it.
 ACTIONS: dict[str, tuple[str, ...]] = {
@@ -19,6 +19,8 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "key_request_event": ("submitted", "approved", "rejected"),
     "developer_event": ("signed_up", "approved", "rejected"),
 }
+#: An event's own id is the webhook-id header of its deliveries: a header, so short.
+MAX_EVENT_ID_LENGTH = 256
 EVENT_NAMES = frozenset(
     f"{option}.{action}" for option, actions in ACTIONS.items() for action in actions
 )
@@ -65,17 +67,24 @@ def decode_portal_event(raw: bytes | None, *, default_id: str) -> PortalEvent:
         raise InvalidRecord("event must be a string naming the event")
     if name not in EVENT_NAMES:
         raise InvalidRecord(
-            f"unknown event {name!r}; expected one of {', '.join(sorted(EVENT_NAMES))}"
+            f"unknown event {quoted(name)}; expected one of {', '.join(sorted(EVENT_NAMES))}"
         )
     org_id = value.get("org_id")
     if not isinstance(org_id, str) or not org_id:
         raise InvalidRecord("org_id must be a non-empty string")
+    if len(org_id) > MAX_ID_LENGTH:
+        raise InvalidRecord(f"org_id must be at most {MAX_ID_LENGTH} characters")
     data = value.get("data")
     if not isinstance(data, dict):
         raise InvalidRecord("data must be a JSON object")
     event_id = value.get("id")
-    if event_id is not None and (not isinstance(event_id, str) or not event_id):
-        raise InvalidRecord("id, when given, must be a non-empty string")
+    if event_id is not None and (
+        not isinstance(event_id, str) or not event_id or len(event_id) > MAX_EVENT_ID_LENGTH
+    ):
+        raise InvalidRecord(
+            f"id, when given, must be a non-empty string of at most {MAX_EVENT_ID_LENGTH} "
+            "characters"
+        )
     return PortalEvent(name, org_id, data, event_id or default_id)
 
 

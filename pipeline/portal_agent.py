@@ -15,11 +15,11 @@ from pipeline.acks import OrderedAcks
 from pipeline.app import RAW, Pipeline
 from pipeline.delivery import Deliverer
 from pipeline.digests import DigestItem, DigestWindows, Window
-from pipeline.errors import InvalidRecord
+from pipeline.errors import InvalidRecord, failure_reason
 from pipeline.metrics import PORTAL_EVENTS
 from pipeline.notifications import Notifier, option
 from pipeline.portal import PortalEvent, decode_portal_event, position_id
-from pipeline.streams import run_bounded, send_rejection
+from pipeline.streams import log_failure, rejecter, run_bounded, send_rejection
 
 if TYPE_CHECKING:
     # The router lives with the delivery agent, which attaches this one.
@@ -78,7 +78,9 @@ def attach_portal_agent(
                 await router.dispatch(deliverer, planned)
 
         in_flight = pipeline.settings.delivery.events_in_flight
-        await run_bounded(manual.events(), in_flight, handle, OrderedAcks(manual.ack))
+        await run_bounded(
+            manual.events(), in_flight, handle, OrderedAcks(manual.ack), reject=rejecter(pipeline)
+        )
 
     if digesting:
         attach_digest_agent(
@@ -118,8 +120,8 @@ def attach_digest_agent(
                 for window in windows.closed(time.time()):
                     try:
                         await send(window)
-                    except Exception:  # its items stay unacknowledged: a restart resends
-                        log.exception("digest to an org address failed; kept for a restart")
+                    except Exception as exc:  # a bad item must not hold the others back
+                        await reject_all(window, exc)
 
         async def send(window: Window) -> None:
             requests = [item.request for item in window.items]
@@ -129,6 +131,16 @@ def attach_digest_agent(
             )
             for event in window.receipts:
                 await acks.finished(event)
+
+        async def reject_all(window: Window, exc: Exception) -> None:
+            """A digest that failed to build or route: its items go to pipeline.rejected."""
+            log_failure(window.receipts[0], exc)
+            try:
+                for event in window.receipts:
+                    await send_rejection(pipeline, event, failure_reason(exc))
+                    await acks.finished(event)
+            except Exception:  # the broker is gone: unacknowledged, read again after a restart
+                log.error("a failed digest could not be rejected; kept for a restart")
 
         sender = asyncio.create_task(send_closed())
         try:

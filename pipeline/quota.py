@@ -54,16 +54,32 @@ class UsageState:
 
     current: Period | None = None
     previous: Period | None = None
+    #: The ``since`` of the last hold of requests applied to this state (pipeline.held): a
+    #: session read again after a crash finds its held requests applied already.
+    absorbed: float | None = None
+    #: Orgs only: per partition of origin, the (offset, part) of the last partial applied
+    #: (see pipeline.partials): a partial read twice is applied once.
+    origins: dict[str, list[int]] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "current": _period_to_json(self.current),
             "previous": _period_to_json(self.previous),
         }
+        if self.absorbed is not None:
+            data["absorbed"] = self.absorbed
+        if self.origins:
+            data["origins"] = self.origins
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UsageState:
-        return cls(_period_from_json(data.get("current")), _period_from_json(data.get("previous")))
+        return cls(
+            _period_from_json(data.get("current")),
+            _period_from_json(data.get("previous")),
+            data.get("absorbed"),
+            data.get("origins"),
+        )
 
     @classmethod
     def from_stored(cls, data: dict[str, Any] | None) -> UsageState:
@@ -162,7 +178,7 @@ def apply_records(
         firing = next_firing(current, limits)
     if current is not None and usage != current.usage:
         current = Period(current.start, current.end, usage, current.fired)
-    return Applied(UsageState(current, previous), crossings, dropped)
+    return Applied(UsageState(current, previous, state.absorbed, state.origins), crossings, dropped)
 
 
 def _apply_one(
@@ -187,20 +203,11 @@ def _apply_one(
     return current, previous, fired, 0
 
 
-class BatchPlan(NamedTuple):
-    """A batch's effect on a table, decided before anything is written."""
-
-    #: Subject -> its new UsageState, as JSON.
-    states: dict[str, dict[str, Any]]
-    #: (record key, TriggerEvent bytes) to emit, in order.
-    triggers: list[tuple[str, bytes]]
-
-
 def reset(state: UsageState) -> UsageState:
     """Close the current period now (Tyk resets a key's quota when the key is updated)."""
     if state.current is None:
         return state
-    return UsageState(current=None, previous=state.current)
+    return replace(state, current=None, previous=state.current)
 
 
 def _period_to_json(period: Period | None) -> dict[str, Any] | None:

@@ -27,6 +27,13 @@ def secret_bytes(secret: str) -> bytes:
         raise ValueError("a signing secret must be whsec_ followed by base64") from exc
 
 
+def check_secret(secret: str) -> None:
+    """Raise ValueError unless ``secret`` is ``whsec_`` followed by non-empty base64 (the
+    form config takes; :func:`sign` also takes the base64 alone, as receivers' libraries do)."""
+    if not secret.startswith(SECRET_PREFIX) or not secret_bytes(secret):
+        raise ValueError("a signing secret must be whsec_ followed by base64")
+
+
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """One ``v1,<signature>`` for one secret."""
     content = f"{msg_id}.{timestamp}.".encode() + body

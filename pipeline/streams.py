@@ -1,43 +1,28 @@
-"""Helpers every agent shares: batches under the commit gate, rejecting a record, grouping a
-batch by source partition, handling events concurrently within a bound."""
+"""Helpers every agent shares: batches of a bulk feed under the commit gate, decoding and
+rejecting records, handling events concurrently within a bound."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from faust.types import TP
 
 from pipeline.acks import OrderedAcks
 from pipeline.app import Pipeline
-from pipeline.bulk import BulkFeed, SourceEvent, by_partition, source_events
-from pipeline.errors import InvalidRecord
+from pipeline.bulk import Batch, BulkFeed, SourceEvent, by_partition, source_events
+from pipeline.errors import failure_reason
 from pipeline.metrics import REJECTED
-from pipeline.rejections import rejection
+from pipeline.rejections import copied, loggable, rejection
 from pipeline.transactions import BatchGate, emit
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-async def gated_batches(
-    pipeline: Pipeline, stream: Any, max_records: int, within: float
-) -> AsyncIterator[list[Any]]:
-    """Batches of events, each processed and acknowledged while it holds the commit gate.
-
-    The agent processes a batch while this generator is suspended inside the gate; asking for
-    the next batch acknowledges the events and leaves the gate, before any commit can run.
-    """
-    async for events in stream.take_events(max_records, within=within):
-        async with pipeline.gate.batch():
-            yield events
-            for event in events:
-                await stream.ack(event)
 
 
 async def process_runs(
@@ -48,9 +33,13 @@ async def process_runs(
     *,
     max_records: int,
     within: float,
+    ready: Callable[[Batch], Awaitable[bool]] | None = None,
 ) -> None:
     """Hand batches of a bulk feed, per partition, to ``handle``, each under the commit gate
-    (as :func:`gated_batches` does with a stream's events), and acknowledge each handled one.
+    (so that no commit lands inside one), and acknowledge each handled one.
+
+    ``ready`` (if given) is awaited before each batch enters the gate; False drops the batch
+    as stale (the feed was cleared meanwhile: its partitions are read again).
 
     A batch whose handler raises is not acknowledged, and its partitions are read again from
     its first records (``consumer.read_again``): later batches must not move the
@@ -58,6 +47,8 @@ async def process_runs(
     """
     while True:
         batch = await feed.take(max_records, within)
+        if ready is not None and not await ready(batch):
+            continue
         async with gate.batch():
             if batch.epoch != feed.epoch:
                 continue  # taken before a rebalance: read again from the committed offsets
@@ -69,6 +60,7 @@ async def process_runs(
                 raise
             for tp, records in fetched.items():
                 consumer.ack_offsets(tp, [record.offset for record in records])
+                feed.handled(tp, records[-1].offset)
 
 
 async def send_rejection(pipeline: Pipeline, event: Any, reason: str) -> None:
@@ -84,68 +76,86 @@ async def send_rejection(pipeline: Pipeline, event: Any, reason: str) -> None:
         now=time.time(),
     )
     # Durable before the record is acknowledged: a rejected record is never simply gone.
-    await (await emit(pipeline.app, event, pipeline.topics.rejected, message.key, value))
+    rejected = pipeline.topics.rejected
+    await (await emit(pipeline.app, event, rejected, copied(message.key), value))
     REJECTED.labels(topic=message.topic).inc()
     log.info(
         "rejected record topic=%s partition=%s offset=%s reason=%s",
         message.topic,
         message.partition,
         message.offset,
-        reason,
+        loggable(reason),
     )
 
 
-async def decode_batch(
-    pipeline: Pipeline, events: Iterable[Any], decode: Callable[[bytes | None], T]
-) -> dict[int, list[tuple[Any, T]]]:
-    """Decode a batch, rejecting bad records; the good ones grouped by source partition."""
-    by_partition: dict[int, list[tuple[Any, T]]] = defaultdict(list)
-    for event in events:
-        try:
-            value = decode(event.value)
-        except InvalidRecord as exc:
-            await send_rejection(pipeline, event, exc.reason)
-            continue
-        by_partition[event.message.partition].append((event, value))
-    return by_partition
+def rejecter(pipeline: Pipeline) -> Reject:
+    """A :data:`Reject` that sends to the pipeline's rejected topic."""
+
+    async def reject(event: Any, reason: str) -> None:
+        await send_rejection(pipeline, event, reason)
+
+    return reject
+
+
+class Decoded(NamedTuple, Generic[T]):
+    """The records of one partition that decoded, and the fetched records they came from."""
+
+    values: list[T]
+    sources: list[Any]
 
 
 async def decode_records(
-    pipeline: Pipeline, tp: TP, records: Iterable[Any], decode: Callable[[bytes | None], T]
-) -> list[T]:
-    """Decode fetched records of partition ``tp`` (of a bulk feed), rejecting bad ones."""
-    decoded: list[T] = []
+    pipeline: Pipeline,
+    tp: TP,
+    records: Iterable[Any],
+    decode: Callable[[bytes | None, bytes | None], T],
+) -> Decoded[T]:
+    """Decode fetched records of partition ``tp`` (of a bulk feed) from their key and value,
+    rejecting every record that fails to, whatever the error: one bad record must never stop
+    the others."""
+    values: list[T] = []
+    sources: list[Any] = []
     for record in records:
         try:
-            decoded.append(decode(record.value))
-        except InvalidRecord as exc:
-            await send_rejection(pipeline, SourceEvent.of(tp, record), exc.reason)
-    return decoded
+            values.append(decode(record.key, record.value))
+        except Exception as exc:  # InvalidRecord, or a decoder failing on input it never saw
+            await send_rejection(pipeline, SourceEvent.of(tp, record), failure_reason(exc))
+            continue
+        sources.append(record)
+    return Decoded(values, sources)
 
 
-async def decode_keyed(
-    pipeline: Pipeline,
-    events: Iterable[Any],
-    decode: Callable[[bytes | None], T],
-    *,
-    key_name: str,
-) -> list[tuple[Any, str, T]]:
-    """Decode records whose record key names their subject; reject keyless or bad ones."""
-    decoded: list[tuple[Any, str, T]] = []
-    for event in events:
-        subject = event.key.decode(errors="replace") if event.key else ""
-        try:
-            if not subject:
-                raise InvalidRecord(f"the record key must be the {key_name}")
-            decoded.append((event, subject, decode(event.value)))
-        except InvalidRecord as exc:
-            await send_rejection(pipeline, event, exc.reason)
-    return decoded
+async def reject_failed(
+    pipeline: Pipeline, tp: TP, sources: Sequence[Any], failed: Mapping[int, str]
+) -> None:
+    """Reject the records a plan could not process (``failed``: index in ``sources`` -> why)."""
+    for index, reason in sorted(failed.items()):
+        await send_rejection(pipeline, SourceEvent.of(tp, sources[index]), reason)
+
+
+#: What a handler's failure does with the event it failed on: sends it to pipeline.rejected
+#: with the reason (see :func:`send_rejection`).
+Reject = Callable[[Any, str], Awaitable[None]]
+
+
+def log_failure(event: Any, exc: BaseException) -> None:
+    """Log a record's unexpected failure: where it came from, the error's type and where it
+    was raised, never its message (it may quote the record: a key, an address)."""
+    message = event.message
+    log.error(
+        "record could not be processed topic=%s partition=%s offset=%s error=%s\n%s",
+        message.topic,
+        message.partition,
+        message.offset,
+        type(exc).__name__,
+        "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+    )
 
 
 class ConcurrentHandlers:
     """Each event handled in a task of its own, at most ``limit`` at a time, and acknowledged
-    (in its partition's order) once its handler returns."""
+    (in its partition's order) once its handler returns. An event whose handler fails is
+    rejected (``reject``) and acknowledged: one bad event must never hold its partition back."""
 
     def __init__(
         self,
@@ -153,11 +163,13 @@ class ConcurrentHandlers:
         handle: Callable[[Any], Awaitable[None]],
         acks: OrderedAcks,
         *,
+        reject: Reject,
         finished: Callable[[], None] | None = None,
     ) -> None:
         self._slots = asyncio.Semaphore(limit)
         self._handle = handle
         self._acks = acks
+        self._reject = reject
         self._finished = finished
         self._running: set[asyncio.Task[None]] = set()
 
@@ -180,10 +192,14 @@ class ConcurrentHandlers:
 
     async def _guarded(self, event: Any) -> None:
         try:
-            await self._handle(event)
+            try:
+                await self._handle(event)
+            except Exception as exc:
+                log_failure(event, exc)
+                await self._reject(event, failure_reason(exc))
             await self._acks.finished(event)
-        except Exception:  # one event's bug must not stop the others; its offset stays put
-            log.exception("delivery handler failed")
+        except Exception:  # not even rejected (the broker is gone): its offset stays put
+            log.error("a failed record could not be rejected; it is read again after a restart")
         finally:
             self._slots.release()
             if self._finished is not None:
@@ -195,9 +211,11 @@ async def run_bounded(
     limit: int,
     handle: Callable[[Any], Awaitable[None]],
     acks: OrderedAcks,
+    *,
+    reject: Reject,
 ) -> None:
     """Handle each event of a faust stream concurrently (see :class:`ConcurrentHandlers`)."""
-    handlers = ConcurrentHandlers(limit, handle, acks)
+    handlers = ConcurrentHandlers(limit, handle, acks, reject=reject)
     try:
         async for event in events:
             await handlers.slot()
@@ -213,6 +231,7 @@ async def handle_each(
     *,
     limit: int,
     max_records: int,
+    reject: Reject,
     due: Callable[[bytes | None], float] | None = None,
 ) -> None:
     """Handle each record of a bulk feed concurrently, as :func:`run_bounded` does a stream's
@@ -229,7 +248,9 @@ async def handle_each(
     async def ack(event: Any) -> None:
         consumer.ack_offsets(event.message.tp, (event.message.offset,))
 
-    handlers = ConcurrentHandlers(limit, handle, OrderedAcks(ack), finished=feed.in_flight.done)
+    handlers = ConcurrentHandlers(
+        limit, handle, OrderedAcks(ack), reject=reject, finished=feed.in_flight.done
+    )
     try:
         while True:
             batch = await feed.take(max_records, within=0)

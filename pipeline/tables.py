@@ -18,6 +18,7 @@ memory://``) goes through faust's API.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -31,7 +32,10 @@ from faust import streams
 from faust.serializers import codecs
 from faust.stores.rocksdb import Store as RocksDBStore
 
+from pipeline.metrics import UNREADABLE_VALUES
 from pipeline.transactions import emit_batched
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -55,15 +59,30 @@ def read_all(table: Any, source_event: Any, keys: Iterable[str]) -> dict[str, An
     for key in keys:
         raw = database.get(encode_key(key))
         if raw is not None:
-            found[key] = decode_value(raw)
+            try:
+                found[key] = decode_value(raw)
+            except ValueError:  # orjson's error: a value we did not write
+                unreadable(table, source_event)
     return found
+
+
+def unreadable(table: Any, source_event: Any) -> None:
+    """A stored value that does not decode (written into the changelog by something else, or
+    by a release that wrote another form): read as absent, so the next write replaces it,
+    and said once per value, without its key."""
+    UNREADABLE_VALUES.labels(table=table.name).inc()
+    log.warning(
+        "unreadable table value taken as absent table=%s partition=%s",
+        table.name,
+        source_event.message.partition,
+    )
 
 
 async def write_all(
     app: faust.App, table: Any, source_event: Any, items: Mapping[str, Any]
 ) -> None:
-    """``table[key] = value`` for every item, on behalf of ``source_event``; returns once the
-    table's changelog has them all.
+    """``table[key] = value`` for every item (``del table[key]`` for a None value), on behalf of
+    ``source_event``; returns once the table's changelog has them all.
 
     faust sends each write's changelog message on its own, through a buffer that one task drains
     a message per turn of the event loop: a batch writing thousands of keys left the next commit
@@ -81,12 +100,19 @@ async def write_all(
     if database is None:
         with acting_for(source_event):
             for key, value in items.items():
-                table.data[key] = value  # the store alone: the changelog has it already
+                # The store alone: the changelog has it already.
+                if value is None:
+                    table.data.pop(key, None)
+                else:
+                    table.data[key] = value
     else:
         # The bytes the changelog holds, as recovery writes them (apply_changelog_batch).
         batch = rocksdict.WriteBatch(raw_mode=True)
         for raw_key, raw_value in records:
-            batch.put(raw_key, raw_value)
+            if raw_value is None:
+                batch.delete(raw_key)
+            else:
+                batch.put(raw_key, raw_value)
         database.write(batch)
     # What faust does once a changelog write is acknowledged (Collection._on_changelog_sent):
     # a restart on this data dir reads the changelog on from here.
@@ -97,10 +123,41 @@ async def write_all(
         table.data.set_persisted_offset(changelog, last)
 
 
-def changelog_records(table: Any, items: Mapping[str, Any]) -> list[tuple[bytes, bytes]]:
-    """Each (key, value) as faust writes it to ``table``'s changelog (its codecs)."""
+def changelog_records(table: Any, items: Mapping[str, Any]) -> list[tuple[bytes, bytes | None]]:
+    """Each (key, value) as faust writes it to ``table``'s changelog (its codecs); a None
+    value is a tombstone."""
     encode_key, encode_value, _ = table_codecs(table)
-    return [(encode_key(key), encode_value(value)) for key, value in items.items()]
+    return [
+        (encode_key(key), None if value is None else encode_value(value))
+        for key, value in items.items()
+    ]
+
+
+def scan_partition(table: Any, source_event: Any) -> Iterator[tuple[str, Any]]:
+    """Every (key, value) ``table`` holds in ``source_event``'s partition.
+
+    A memory store keeps every partition in one dict: its values must say their partition
+    (a ``"partition"`` field, as held requests do), and the others are skipped.
+    """
+    partition = source_event.message.partition
+    database = _partition_database(table, source_event)
+    if database is None:
+        for key, value in list(table.data.items()):
+            if isinstance(value, dict) and value.get("partition") == partition:
+                yield key, value
+        return
+    _, _, decode_value = table_codecs(table)
+    decode_key = table.key_serializer
+    for raw_key, raw_value in database.items():
+        try:
+            yield _decoded_key(decode_key, raw_key), decode_value(raw_value)
+        except ValueError:  # (UnicodeDecodeError is one too)
+            unreadable(table, source_event)
+
+
+def _decoded_key(serializer: Any, raw: bytes) -> str:
+    # Our tables' keys are raw UTF-8 strings (key_serializer="raw").
+    return raw.decode() if serializer == "raw" else codecs.get_codec(serializer).loads(raw)
 
 
 class TableCodecs(NamedTuple):

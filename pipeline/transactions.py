@@ -196,12 +196,7 @@ def install_gate(
             # since it was assigned. Recovery then skipped that changelog, or crashed with
             # ConsistencyError when a partition moved in from a stopped worker. A
             # read_committed consumer's ListOffsets asks the broker for it instead.
-            thread = self._thread
-            consumer = thread._ensure_consumer()
-            ends: Mapping[TP, int] = await thread.call_thread(
-                consumer.end_offsets, list(partitions)
-            )
-            return ends
+            return await self.end_offsets(partitions)
 
         #: False from a commit that ended the transactions (faust's wait_empty, at a
         #: rebalance or a stop) until the next assignment begins new ones.
@@ -266,7 +261,7 @@ def transactional_id_of(app: faust.App, source_event: Any) -> str:
 
 
 async def emit(
-    app: faust.App, source_event: Any, topic: faust.TopicT, key: bytes, value: bytes
+    app: faust.App, source_event: Any, topic: faust.TopicT, key: bytes | None, value: bytes
 ) -> Awaitable[Any]:
     """Send ``value`` to ``topic`` in the transaction of ``source_event``'s partition; returns
     the broker's acknowledgement to await."""

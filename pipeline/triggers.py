@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from decimal import Decimal
 from typing import Any, Literal
 
+from pipeline.models import format_number
 from pipeline.quota import NEVER, Crossing
 
 SubjectType = Literal["key", "org"]
@@ -19,7 +19,7 @@ def format_limit(threshold: float) -> str:
 
     The shortest repr of the float keeps every limit distinct, so ids never collide.
     """
-    return format(Decimal(repr(float(threshold))).normalize(), "f")
+    return format_number(threshold)
 
 
 def trigger_id(

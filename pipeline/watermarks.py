@@ -12,8 +12,9 @@ transaction under exactly_once). Before a batch is applied, records at or below 
 dropped: a record is applied at most once, however often it is read.
 
 A source partition is read in offset order by one agent at a time, so one mark per partition is
-enough. The org agent keeps one per partials partition *and* partition of origin, because
-partials from every requests partition interleave there (each origin's in order).
+enough. Org partials have one too, for reading a partials partition again; a partial sent twice
+(a batch of requests applied again after a crash) is caught by the origin that each org's usage
+keeps (pipeline.partials.is_new).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def mark_key(topic: str, partition: int, origin: int | None = None) -> str:
-    """The applied_offsets key of a source partition (and, for partials, their origin)."""
-    return f"{topic}:{partition}" if origin is None else f"{topic}:{partition}:{origin}"
+def mark_key(topic: str, partition: int) -> str:
+    """The applied_offsets key of a source partition."""
+    return f"{topic}:{partition}"
 
 
 def unapplied(items: Sequence[T], offset_of: Callable[[T], int], applied: int | None) -> list[T]:

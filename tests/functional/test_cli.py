@@ -122,6 +122,49 @@ def test_bad_config_file(run: Run, write_file: WriteFile, content: Any, named: s
     assert "config.json" in line
 
 
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        (
+            {"monitor": {"global_trigger_limit": 150}},
+            "config.json: trigger limit 150 is outside (0, 100]",
+        ),
+        ({"monitor": {"global_trigger_limit": 0}}, "trigger limit 0 is outside (0, 100]"),
+        ({"monitor": {"global_trigger_limits": [-5, 80]}}, "trigger limit -5 is outside (0, 100]"),
+        ({"delivery": {"signing_secrets": ["nope"]}}, "whsec_ followed by base64"),
+        (
+            {"monitor": {"configuration": {"target_path": "ftp://hooks.example"}}},
+            "is not an http(s) URL",
+        ),
+    ],
+    ids=["limit-150", "limit-0", "negative-limit", "secret-nope", "ftp-target"],
+)
+def test_accepted_but_wrong_config_is_refused_at_start(
+    run: Run, write_file: WriteFile, config: dict[str, Any], said: str
+) -> None:
+    path = write_file(config, name="config.json")
+
+    for command in (["topics", "create"], ["worker"]):
+        result = run("--config", str(path), *command, QP_KAFKA_BOOTSTRAP=NO_BROKER)
+        assert said in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("QP_DELIVERY__RETRY_SCHEDULE", "[5, 300", "QP_DELIVERY__RETRY_SCHEDULE: not valid JSON"),
+        ("QP_MONITOR__GLOBAL_TRIGGER_LIMITS", "[50, x]", "QP_MONITOR__GLOBAL_TRIGGER_LIMITS"),
+        ("QP_MONITOR__GLOBAL_TRIGGER_LIMIT", "101", "trigger limit 101 is outside (0, 100]"),
+    ],
+)
+def test_a_bad_environment_override_is_one_line(
+    run: Run, variable: str, value: str, said: str
+) -> None:
+    result = run("topics", "create", QP_KAFKA_BOOTSTRAP=NO_BROKER, **{variable: value})
+
+    assert said in one_error_line(result)
+
+
 def test_bad_config_file_named_by_qp_config(run: Run, write_file: WriteFile) -> None:
     config = write_file({"web": {"port": "abc"}}, name="config.json")
 
@@ -151,6 +194,49 @@ def test_sessions_put_rejects_a_bad_session_before_contacting_the_broker(
     assert "broker" not in line
     assert "key-bad-0002" not in line  # ids are masked like API keys
     assert result.stdout == ""
+
+
+def test_sessions_put_reports_every_bad_entry_by_line_and_publishes_nothing(
+    run: Run, write_file: WriteFile
+) -> None:
+    lines = [
+        {"key-good-0001": GOOD_SESSION},
+        {"key-bad-0002": {**GOOD_SESSION, "monitor": {"trigger_limits": [100.0001]}}},
+        {"key-bad-0003": {**GOOD_SESSION, "quota_max": "lots"}},
+    ]
+    text = "\n".join(json.dumps(line) for line in lines) + "\nnot json\n"
+    path = write_file(text, name="sessions.jsonl")
+
+    result = run("sessions", "put", str(path), QP_KAFKA_BOOTSTRAP=NO_BROKER)
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    first, *rest = result.stderr.splitlines()
+    assert first == "quota-pipeline: error: 3 bad entries; no sessions were published:"
+    assert [line.split(":")[0].strip() for line in rest] == [f"{path} line {n}" for n in (2, 3, 4)]
+    assert "trigger limit 100.0001 is outside (0, 100]" in rest[0]
+    assert "broker" not in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        ({"webhook": "ftp://x"}, "'ftp://x' is not an http(s) URL"),
+        ({"webhook": "not a url"}, "'not a url' is not an http(s) URL"),
+        ({"email": "not-an-email"}, "'not-an-email' is not an email address"),
+    ],
+)
+def test_orgs_put_refuses_targets_that_are_not_urls_or_addresses(
+    run: Run, write_file: WriteFile, target: dict[str, str], said: str
+) -> None:
+    orgs = write_file({"org1": {"event_options": {"trigger_event": target}}})
+
+    result = run("orgs", "put", str(orgs), QP_KAFKA_BOOTSTRAP=NO_BROKER)
+
+    line = one_error_line(result)
+    assert said in line
+    assert "org1" in line
 
 
 def test_sessions_put_of_a_missing_file(run: Run, tmp_path: Path) -> None:

@@ -124,8 +124,10 @@ def start_worker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cal
     logs are printed when it failed."""
     workers: list[WorkerProcess] = []
 
-    async def start(config: dict[str, Any], name: str = "worker") -> WorkerProcess:
-        worker = WorkerProcess(config, tmp_path, name=f"{name}-{len(workers)}")
+    async def start(
+        config: dict[str, Any], name: str = "worker", loglevel: str = "info"
+    ) -> WorkerProcess:
+        worker = WorkerProcess(config, tmp_path, name=f"{name}-{len(workers)}", loglevel=loglevel)
         workers.append(worker)
         worker.start()
         await worker.wait_healthy()

@@ -171,25 +171,31 @@ async def test_bad_records_are_rejected_with_a_reason_while_good_ones_flow(
     assert metrics["quota_pipeline_deliveries_total", delivered] >= 2
 
 
-async def test_key_without_session_never_triggers_and_a_session_applies_from_then_on(
+async def test_requests_before_their_session_count_once_it_comes(
     make_config, cli, topics_of, start_worker, receiver
 ):
     config = make_config(monitor={"configuration": {"target_path": f"{receiver.url}/hook"}})
     settings = await topics_of(config)
     await start_worker(config)
     bootstrap, requests = settings.kafka.bootstrap_servers, settings.topics.requests
-    # Without a session, 100 requests are not counted for the key. The marker's webhook,
-    # after them in the same partition, proves the worker has processed them.
+    # Without a session, 100 requests are held. The marker's webhook, after them in the same
+    # partition, proves the worker has read them.
     now = time.time()
     await produce(bootstrap, requests, [request_count("late-key-1", now, count=100)])
     await sessions_loaded(settings, receiver, cli, config, "late-key-1")
+    assert not [h for h in receiver.received if for_key("late-key-1")(h)]
 
     sessions = {"late-key-1": {"org_id": "org1", "quota_max": 10, "quota_renewal_rate": 3600}}
     status, _, err = await cli(config, "sessions", "put", "-", stdin=orjson.dumps(sessions))
     assert status == 0, err
-    await sessions_loaded(settings, receiver, cli, config, "late-key-1")
+    hooks = await receiver.wait_for(2, timeout=60, where=for_key("late-key-1"))
     await produce(bootstrap, requests, [request_count("late-key-1", now + 1, count=5)])
+    await sessions_loaded(settings, receiver, cli, config, "late-key-1")
 
-    hooks = await receiver.wait_for(1, timeout=60, where=for_key("late-key-1"))
+    hooks = [h for h in receiver.received if for_key("late-key-1")(h)]
     ours = [orjson.loads(h.body) for h in hooks]
-    assert [(b["trigger_limit"], b["usage_percentage"]) for b in ours] == [("50", 50)]
+    # The held 100 fire both thresholds at once when the session comes; nothing fires twice.
+    assert [(b["trigger_limit"], b["usage_percentage"]) for b in ours] == [
+        ("50", 1000),
+        ("80", 1000),
+    ]

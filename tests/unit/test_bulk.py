@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import pytest
 from faust.types import TP
 
-from pipeline.bulk import BulkFeed, InFlight, Run, SourceEvent, by_partition
+from pipeline.bulk import BulkFeed, InFlight, Put, Run, SourceEvent, by_partition
 from pipeline.fetching import gaps
 from pipeline.streams import handle_each, process_runs
 from pipeline.transactions import BatchGate
@@ -106,7 +106,7 @@ async def test_a_full_feed_holds_the_fetcher_until_the_agent_takes() -> None:
     await feed.take(max_records=10, within=0)
 
     async with asyncio.timeout(5):
-        assert await putting is True
+        assert await putting is Put.ADDED
     assert offsets((await feed.take(max_records=10, within=0)).runs) == [(0, [3])]
 
 
@@ -121,10 +121,10 @@ async def test_clear_drops_waiting_runs_and_makes_fetches_under_way_stale() -> N
     feed.clear()
 
     async with asyncio.timeout(5):
-        assert await held_back is False  # released, and its runs dropped
+        assert await held_back is Put.STALE  # released, and its runs dropped
     assert len(feed) == 0
-    assert await feed.put([run(P0, 4)], fetched_under) is False
-    assert await feed.put([run(P0, 1)], feed.epoch) is True
+    assert await feed.put([run(P0, 4)], fetched_under) is Put.STALE
+    assert await feed.put([run(P0, 1)], feed.epoch) is Put.ADDED
     assert offsets((await feed.take(max_records=10, within=0)).runs) == [(0, [1])]
 
 
@@ -264,9 +264,37 @@ class Handling:
                 await self.changed.wait()
 
 
+class Rejections:
+    """What handle_each rejects, and whether rejecting works (the broker answers)."""
+
+    def __init__(self, *, works: bool = True) -> None:
+        self.rejected: list[tuple[int, str]] = []
+        self.works = works
+
+    async def __call__(self, event: Any, reason: str) -> None:
+        if not self.works:
+            raise ConnectionError("no broker")
+        self.rejected.append((event.message.offset, reason))
+
+
 @contextlib.asynccontextmanager
-async def handling_each(feed: BulkFeed, consumer: Consumer, handle: Handling, limit: int = 10):
-    task = asyncio.create_task(handle_each(feed, consumer, handle, limit=limit, max_records=100))
+async def handling_each(
+    feed: BulkFeed,
+    consumer: Consumer,
+    handle: Handling,
+    limit: int = 10,
+    reject: Rejections | None = None,
+):
+    task = asyncio.create_task(
+        handle_each(
+            feed,
+            consumer,
+            handle,
+            limit=limit,
+            max_records=100,
+            reject=reject if reject is not None else Rejections(),
+        )
+    )
     try:
         yield task
     finally:
@@ -329,18 +357,34 @@ async def test_records_taken_before_a_rebalance_and_not_started_are_left_to_read
     assert handle.started == [1, 1]  # 2 and 3 were dropped, not handled
 
 
-async def test_a_failing_handler_holds_back_its_partition_but_not_the_rebalance() -> None:
+async def test_a_record_whose_handler_fails_is_rejected_and_its_partition_goes_on() -> None:
+    feed, consumer, handle = BulkFeed(capacity=100), Consumer(), Handling(fails={1})
+    reject = Rejections()
+    await feed.put([run(P0, 1, 2), run(P1, 5)], feed.epoch)
+
+    async with handling_each(feed, consumer, handle, reject=reject):
+        await handle.until_started(3)
+        for release in handle.release.values():
+            release.set()
+        async with asyncio.timeout(5):
+            await feed.in_flight.idle()
+
+    assert reject.rejected == [(1, "could not be processed: RuntimeError: a bug in the handler")]
+    assert sorted(consumer.acked) == [(0, [1]), (0, [2]), (1, [5])]
+
+
+async def test_a_failed_record_that_cannot_be_rejected_holds_back_its_partition_only() -> None:
     feed, consumer, handle = BulkFeed(capacity=100), Consumer(), Handling(fails={1})
     await feed.put([run(P0, 1, 2), run(P1, 5)], feed.epoch)
 
-    async with handling_each(feed, consumer, handle):
+    async with handling_each(feed, consumer, handle, reject=Rejections(works=False)):
         await handle.until_started(3)
         for release in handle.release.values():
             release.set()
         async with asyncio.timeout(5):
             await feed.in_flight.idle()  # what a rebalance waits for
 
-    assert consumer.acked == [(1, [5])]  # 1 failed: neither it nor 2 may be committed
+    assert consumer.acked == [(1, [5])]  # 1 is not rejected: neither it nor 2 is committed
 
 
 async def test_a_wait_on_the_feed_ends_early_when_it_is_cleared() -> None:
@@ -365,7 +409,15 @@ async def test_jobs_start_when_due_and_a_rebalance_drops_those_still_waiting() -
     await feed.put([Run(tp, jobs)], feed.epoch)
 
     task = asyncio.create_task(
-        handle_each(feed, consumer, handle, limit=10, max_records=100, due=due.__getitem__)
+        handle_each(
+            feed,
+            consumer,
+            handle,
+            limit=10,
+            max_records=100,
+            reject=Rejections(),
+            due=due.__getitem__,
+        )
     )
     try:
         await handle.until_started(1)

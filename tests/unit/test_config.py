@@ -331,6 +331,48 @@ def test_unreadable_file_contents(tmp_path: Path, name: str, text: str, expected
             id="bad-target-signing-secret",
         ),
         pytest.param(
+            {"delivery": {"signing_secrets": ["nope"]}},
+            "delivery.signing_secrets",
+            "whsec_ followed by base64",
+            id="signing-secret-without-prefix",
+        ),
+        pytest.param(
+            {"delivery": {"signing_secrets": ["whsec_"]}},
+            "delivery.signing_secrets",
+            "whsec_ followed by base64",
+            id="empty-signing-secret",
+        ),
+        pytest.param(
+            {"monitor": {"global_trigger_limit": 0}},
+            "monitor.global_trigger_limit",
+            "trigger limit 0 is outside (0, 100]; leave it out for no global limit",
+            id="global-limit-zero-is-not-off",
+        ),
+        pytest.param(
+            {"monitor": {"global_trigger_limit": -5}},
+            "monitor.global_trigger_limit",
+            "trigger limit -5 is outside (0, 100]",
+            id="global-limit-negative",
+        ),
+        pytest.param(
+            {"monitor": {"global_trigger_limits": [50, 100.0001]}},
+            "monitor.global_trigger_limits",
+            "trigger limit 100.0001 is outside (0, 100]",
+            id="global-limits-as-written",
+        ),
+        pytest.param(
+            {"monitor": {"configuration": {"target_path": "not a url"}}},
+            "monitor.configuration.target_path",
+            "is not an http(s) URL",
+            id="monitor-target-not-a-url",
+        ),
+        pytest.param(
+            {"hold": {"seconds": 0}},
+            "hold.seconds",
+            "greater than 0",
+            id="hold-for-no-time",
+        ),
+        pytest.param(
             {"email_backend": {"code": "pigeon"}},
             "email_backend.code",
             "smtp",
@@ -439,8 +481,6 @@ def monitor(**fields: Any) -> MonitorConfig:
     [
         pytest.param({}, frozenset(), id="nothing-set"),
         pytest.param({"global_trigger_limit": 80}, frozenset({80.0}), id="single-limit"),
-        pytest.param({"global_trigger_limit": 0}, frozenset(), id="zero-limit-means-none"),
-        pytest.param({"global_trigger_limit": -1}, frozenset(), id="negative-limit-means-none"),
         pytest.param(
             {"global_trigger_limits": [50, 80, 80]}, frozenset({50.0, 80.0}), id="list-is-a-set"
         ),

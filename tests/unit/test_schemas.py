@@ -1,4 +1,4 @@
-"""The JSON Schemas in schemas/ describe the contract of DESIGN.md ("Contract") exactly."""
+"""The JSON Schemas in schemas/ describe the contract (docs/contract.md) exactly."""
 
 from __future__ import annotations
 
@@ -112,7 +112,13 @@ ORG = {
 
 REJECTED = {
     "value_b64": "bm90IGpzb24=",
+    "value_length": 8,
+    "value_sha256": "2dfbbd5e8e5a4b7c5b07f3a8e6b5a90ae8d6f5f1a2c1a3d4e7a3b5e1c0d9f8e7",
+    "value_truncated": False,
     "key_b64": "YWJjMTIz",
+    "key_length": 6,
+    "key_sha256": "6ca13d52ca70c883e0f0bb101e425a89e8624de51db2d2392593af6a84118090",
+    "key_truncated": False,
     "topic": "gateway.requests",
     "partition": 3,
     "offset": 12345,
@@ -299,10 +305,21 @@ def test_schema_folder_holds_exactly_the_contract_schemas() -> None:
         pytest.param("rejected.json", REJECTED, id="rejected"),
         pytest.param(
             "rejected.json",
-            {**REJECTED, "value_b64": None, "key_b64": None},
+            {
+                **REJECTED,
+                **{
+                    f"{part}_{field}": None
+                    for part in ("key", "value")
+                    for field in ("b64", "length", "sha256")
+                },
+            },
             id="rejected-tombstone-no-key",
         ),
-        pytest.param("rejected.json", {**REJECTED, "value_b64": ""}, id="rejected-empty-value"),
+        pytest.param(
+            "rejected.json",
+            {**REJECTED, "value_b64": "", "value_length": 0},
+            id="rejected-empty-value",
+        ),
         pytest.param("dead_letter.json", DEAD_LETTER, id="dead-letter-webhook"),
         pytest.param(
             "dead_letter.json",

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.app import build_pipeline
 from pipeline.config import Settings
-from pipeline.tables import acting_for, changelog_records, read_all
+from pipeline.tables import acting_for, changelog_records, read_all, scan_partition
 
 
 @pytest.mark.parametrize(
@@ -59,3 +59,31 @@ async def test_read_all_finds_what_faust_stored_in_the_partition(store: str, tmp
     assert found == {"k-1": {"current": {"usage": 3}}, "ключ": [1, 2.5, None]}
     if store == "rocksdb":  # one database per partition; the memory store has one dict
         assert read_all(table, source, ["k-0"]) == {}
+
+
+async def test_a_stored_value_that_does_not_decode_is_read_as_absent(tmp_path) -> None:
+    table = build_pipeline(Settings(data_dir=tmp_path)).tables.held_requests
+    source = SourceEvent(2)
+    with acting_for(source):
+        table.data["fine"] = {"partition": 2, "n": 1}
+    database = table.data._db_for_partition(2)
+    database[b"broken"] = b"\xff not json"  # written into the changelog by something else
+
+    assert read_all(table, source, ["fine", "broken"]) == {"fine": {"partition": 2, "n": 1}}
+    assert dict(scan_partition(table, source)) == {"fine": {"partition": 2, "n": 1}}
+
+
+@pytest.mark.parametrize("store", ["rocksdb", "memory"])
+async def test_a_scan_finds_the_values_of_one_partition(store: str, tmp_path) -> None:
+    table = build_pipeline(Settings(store=store, data_dir=tmp_path)).tables.held_requests
+    source, elsewhere = SourceEvent(1), SourceEvent(0)
+    with acting_for(source):
+        table.data["a"] = {"partition": 1, "n": 1}
+        table.data["b"] = {"partition": 1, "n": 2}
+    with acting_for(elsewhere):
+        table.data["c"] = {"partition": 0, "n": 3}
+
+    assert dict(scan_partition(table, source)) == {
+        "a": {"partition": 1, "n": 1},
+        "b": {"partition": 1, "n": 2},
+    }

@@ -1,4 +1,4 @@
-"""The usage stage's batch logic (plan_key_batch, plan_org_batch) over plain dict tables:
+"""The usage stage's batch logic (plan_key_batch, plan_partials_batch) over plain dict tables:
 random traffic, random interleaving of keys, random batch boundaries."""
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import MonitorConfig
+from pipeline.held import HoldPolicy, Room
+from pipeline.key_plans import KEY_USAGE, KeyTables, plan_key_batch
 from pipeline.models import RequestCount, Session
 from pipeline.monitoring import compact_session
-from pipeline.org_agent import plan_org_batch
+from pipeline.org_plans import ORG_USAGE, OrgTables, plan_partials_batch
 from pipeline.partials import Partial, PartialSums
+from pipeline.plans import HoldContext
 from pipeline.quota import Limits, UsageState, apply_records
-from pipeline.usage_agent import plan_key_batch
 
 MONITOR = MonitorConfig(
     enable_trigger_monitors=True,
@@ -35,10 +37,17 @@ def sessions_table() -> dict:
     }
 
 
-def apply_key_batch(sessions, usage, records, monitor):
+def hold_context(now: float = 1000.0) -> HoldContext:
+    return HoldContext(HoldPolicy(), now, 0, Room(100))
+
+
+def apply_key_batch(sessions, usage, records, monitor, held=None):
     """What the agent does with a plan: emit its triggers, then write its states."""
-    plan = plan_key_batch(sessions, usage, records, monitor)
-    usage.update(plan.states)
+    held = {} if held is None else held
+    plan = plan_key_batch(KeyTables(sessions, usage, held), records, monitor, hold_context())
+    assert plan.failed == {}
+    usage.update(plan.writes.get(KEY_USAGE, {}))
+    held.update(plan.writes.get("held_requests", {}))
     return plan.triggers
 
 
@@ -94,24 +103,27 @@ def test_any_batching_of_interleaved_keys_fires_what_each_key_alone_fires(record
             assert kept == total
 
 
-def test_keys_without_session_are_not_tracked_but_count_for_their_org():
+def test_keys_without_session_are_held_and_count_for_their_org():
     usage: dict = {}
+    held: dict = {}
     records = [RequestCount(1.0, "org1", "stranger", 5, None)]
-    assert apply_key_batch(sessions_table(), usage, records, MONITOR) == []
+    assert apply_key_batch(sessions_table(), usage, records, MONITOR, held) == []
     assert usage == {}
+    assert held["stranger"]["requests"] == 5
 
     partials = PartialSums()
     partials.add_all(records)
     orgs = {"org1": {"quota_max": 10, "quota_renewal_rate": 0, "trigger_limits": []}}
-    org_usage: dict = {}
-    plan = plan_org_batch(
-        orgs, org_usage, [Partial(org, b) for org, b in partials.items()], MONITOR
+    plan = plan_partials_batch(
+        list(enumerate(Partial(org, b) for org, b in partials.items())),
+        OrgTables(orgs, {}, {}),
+        MONITOR,
+        hold_context(),
     )
-    org_usage.update(plan.states)
     triggers = plan.triggers
     assert [orjson.loads(p)["trigger_limit"] for _, p in triggers] == ["25", "50"]
     assert [orjson.loads(p)["key"] for _, p in triggers] == ["", ""]
-    assert UsageState.from_stored(org_usage["org1"]).current.usage == 5
+    assert UsageState.from_stored(plan.writes[ORG_USAGE]["org1"]).current.usage == 5
 
 
 def test_session_org_wins_over_the_gateways_org():
@@ -135,8 +147,11 @@ def test_partial_sums_bucket_by_second_keeping_the_earliest_time():
 def test_planning_writes_nothing():
     usage: dict = {}
     plan = plan_key_batch(
-        sessions_table(), usage, [RequestCount(1.0, "org1", "alpha", 20, None)], MONITOR
+        KeyTables(sessions_table(), usage, {}),
+        [RequestCount(1.0, "org1", "alpha", 20, None)],
+        MONITOR,
+        hold_context(),
     )
     assert usage == {}
-    assert set(plan.states) == {"alpha"}
+    assert set(plan.writes[KEY_USAGE]) == {"alpha"}
     assert len(plan.triggers) == 3

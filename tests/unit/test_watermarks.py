@@ -13,17 +13,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import MonitorConfig
+from pipeline.held import HoldPolicy, Room
+from pipeline.key_plans import KEY_USAGE, KeyTables, plan_key_batch
 from pipeline.models import RequestCount, Session
 from pipeline.monitoring import compact_session
-from pipeline.org_agent import plan_org_batch, unapplied_partials
-from pipeline.partials import Partial, decode_partial, encode_partial
+from pipeline.org_plans import ORG_USAGE, OrgTables, plan_partials_batch
+from pipeline.partials import Partial, decode_partial, encode_partials, is_new, marked
+from pipeline.plans import HoldContext
 from pipeline.quota import UsageState
-from pipeline.usage_agent import plan_key_batch
 from pipeline.watermarks import mark_key, unapplied
 
 MONITOR = MonitorConfig(
     enable_trigger_monitors=True, monitor_user_keys=True, global_trigger_limits=(10, 50, 100)
 )
+CONTEXT = HoldContext(HoldPolicy(), 1000.0, 0, Room(10))
+
+
+def plan_keys(sessions, usage, records):
+    return plan_key_batch(KeyTables(sessions, usage, {}), records, MONITOR, CONTEXT)
+
 
 # Each step: read the next n records, or step back n records (a seek), or repeat the last one.
 steps = st.lists(
@@ -83,52 +91,65 @@ def test_usage_and_triggers_are_exact_however_the_records_are_read_again(plan, c
         fresh = unapplied(batch, lambda offset: offset, marks.get(mark_key("requests", 0)))
         if not fresh:
             continue
-        result = plan_key_batch(sessions, usage, [records[i] for i in fresh], MONITOR)
+        result = plan_keys(sessions, usage, [records[i] for i in fresh])
         fired.extend(orjson.loads(payload)["trigger_limit"] for _, payload in result.triggers)
-        usage.update(result.states)
+        usage.update(result.writes[KEY_USAGE])
         marks[mark_key("requests", 0)] = fresh[-1]
     assert UsageState.from_stored(usage["k"]).current.usage == sum(counts)
     crossed = [limit for limit in (10, 50, 100) if sum(counts) >= limit]
     assert fired == [str(limit) for limit in crossed]
 
 
-def partial(origin_partition: int, offset: int, count: int = 1) -> Partial:
-    return Partial("org", [(float(offset), count)], (origin_partition, offset))
+def partial(origin_partition: int, offset: int, count: int = 1, part: int = 0) -> Partial:
+    return Partial("org", [(float(offset), count)], (origin_partition, offset, part))
+
+
+def test_a_partial_is_new_after_the_last_applied_of_its_origin():
+    marks = marked(marked(None, (0, 20, 0)), (1, 5, 1))
+    assert marks == {"0": [20, 0], "1": [5, 1]}
+    assert not is_new((0, 20, 0), marks)
+    assert not is_new((0, 10, 3), marks)
+    assert is_new((0, 20, 1), marks)
+    assert is_new((1, 6, 0), marks)
+    assert is_new((2, 0, 0), marks)
+    assert is_new(None, marks)
+
+
+def apply_partials(usage: dict, partials: list[Partial]) -> None:
+    orgs = {"org": {"quota_max": 10, "quota_renewal_rate": 0, "trigger_limits": []}}
+    plan = plan_partials_batch(
+        list(enumerate(partials)), OrgTables(orgs, usage, {}), MONITOR, CONTEXT
+    )
+    usage.update(plan.writes.get(ORG_USAGE, {}))
 
 
 def test_partials_of_interleaved_origins_are_applied_once_each():
-    applied: dict = {}
-    first = [partial(0, 10), partial(1, 5), partial(0, 20)]
-    fresh, marks = unapplied_partials(applied, 3, first)
-    assert fresh == first
-    assert marks == {mark_key("partials", 3, 0): 20, mark_key("partials", 3, 1): 5}
-    applied.update(marks)
-
+    usage: dict = {}
+    apply_partials(usage, [partial(0, 10), partial(1, 5), partial(0, 20)])
     # Read again from an earlier offset of the partials partition, with one new partial.
-    again = [partial(1, 5), partial(0, 20), partial(1, 9)]
-    fresh, marks = unapplied_partials(applied, 3, again)
-    assert fresh == [partial(1, 9)]
-    assert marks == {mark_key("partials", 3, 1): 9}
+    apply_partials(usage, [partial(1, 5), partial(0, 20), partial(1, 9)])
+    assert UsageState.from_stored(usage["org"]).current.usage == 4
 
 
 def test_a_partial_repeated_within_one_batch_counts_once():
-    fresh, _ = unapplied_partials({}, 0, [partial(2, 7, 4), partial(2, 7, 4)])
-    orgs = {"org": {"quota_max": 10, "quota_renewal_rate": 0, "trigger_limits": []}}
-    org_usage: dict = {}
-    org_usage.update(plan_org_batch(orgs, org_usage, fresh, MONITOR).states)
-    assert UsageState.from_stored(org_usage["org"]).current.usage == 4
+    usage: dict = {}
+    apply_partials(usage, [partial(2, 7, 4), partial(2, 7, 4)])
+    assert UsageState.from_stored(usage["org"]).current.usage == 4
 
 
 def test_partials_without_an_origin_are_always_applied():
+    usage: dict = {}
     old = Partial("org", [(1.0, 3)])
-    fresh, marks = unapplied_partials({}, 0, [old, old])
-    assert fresh == [old, old]
-    assert marks == {}
+    apply_partials(usage, [old, old])
+    assert UsageState.from_stored(usage["org"]).current.usage == 6
 
 
 def test_a_partial_carries_its_origin_through_kafka():
-    raw = encode_partial("org", [(1.5, 2)], (3, 41))
-    assert decode_partial(raw) == Partial("org", [(1.5, 2)], (3, 41))
+    [raw] = encode_partials("org", [(1.5, 2)], partition=3, offset=41)
+    assert decode_partial(raw) == Partial("org", [(1.5, 2)], (3, 41, 0))
+    # Before 0.11.0 an origin had two numbers (one part); before 0.4.0 there was none.
+    before = orjson.dumps({"org_id": "org", "buckets": [], "origin": [3, 41]})
+    assert decode_partial(before).origin == (3, 41, 0)
     assert decode_partial(orjson.dumps({"org_id": "org", "buckets": []})).origin is None
 
 
@@ -144,9 +165,9 @@ def test_every_subject_fires_once_per_threshold_across_reads():
     fired: Counter = Counter()
     for batch in (list(range(0, 25)), list(range(15, 40)), [39]):
         fresh = unapplied(batch, lambda offset: offset, mark)
-        result = plan_key_batch(sessions, usage, [records[i] for i in fresh], MONITOR)
+        result = plan_keys(sessions, usage, [records[i] for i in fresh])
         fired.update((key, orjson.loads(p)["trigger_limit"]) for key, p in result.triggers)
-        usage.update(result.states)
+        usage.update(result.writes.get(KEY_USAGE, {}))
         mark = fresh[-1] if fresh else mark
     assert fired == Counter({(k, limit): 1 for k in "ab" for limit in ("10", "50", "100")})
     assert {k: UsageState.from_stored(usage[k]).current.usage for k in "ab"} == {"a": 20, "b": 20}
