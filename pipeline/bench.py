@@ -125,6 +125,7 @@ async def run_bench(options: BenchOptions) -> BenchResult:
             workdir,
             plan_load(options.records, even, exponent=options.exponent),
             keys=options.keys,
+            orgs=options.orgs,
             workers=options.workers,
             name="usage",
         )
@@ -177,7 +178,13 @@ async def skewed_usage(
         layout = OrgLayout(options.keys, options.orgs, HEAVY_SHARE)
         plan = list(plan_load(options.records, layout, exponent=options.exponent, seed=2))
         run, _ = await usage_run(
-            config, workdir, plan, keys=options.keys, workers=options.workers, name="skewed"
+            config,
+            workdir,
+            plan,
+            keys=options.keys,
+            orgs=options.orgs,
+            workers=options.workers,
+            name="skewed",
         )
     finally:
         await remove_topics(settings)

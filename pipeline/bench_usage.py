@@ -24,6 +24,9 @@ from pipeline.local import WorkerProcess, free_port, wait_group_settled
 T0 = 1_700_000_000.0
 #: Each key's session in the usage runs: a quota that the hottest keys of a zipf load cross.
 USAGE_SESSION = {"quota_max": 1000, "quota_renewal_rate": 3600}
+#: Each org's record in the usage runs: a quota that no load reaches (org usage is counted, as
+#: where org quotas are used, and nothing fires).
+USAGE_ORG = {"quota_max": 1_000_000_000_000, "quota_renewal_rate": 3600}
 
 
 @dataclass(frozen=True)
@@ -203,23 +206,27 @@ async def usage_run(
     plan: Iterable[PlannedRecord],
     *,
     keys: int,
+    orgs: int,
     workers: int,
     name: str,
 ) -> tuple[UsageRun, Produced]:
     """The usage stage of W workers in one group on the run's topics (which must exist).
 
-    Every key gets a session, and the group loads them before anything is timed (as in
-    production, workers know their keys before the traffic). The clock runs from the first
-    record sent (the load is encoded before), as fast as the client allows, until the group's
-    committed offsets on the requests topic reach every record: the load arrives faster than
-    the stage takes it, and no start-up or rebalance is timed.
+    Every key gets a session and every org a record, and the group loads them before anything
+    is timed (as in production, workers know their keys before the traffic). The clock runs
+    from the first record sent (the load is encoded before), as fast as the client allows,
+    until the group's committed offsets on the requests topic reach every record: the load
+    arrives faster than the stage takes it, and no start-up or rebalance is timed.
     """
     settings = Settings.model_validate(config)
     session = orjson.dumps(USAGE_SESSION)
     await publish(settings, settings.topics.sessions, [(key_name(i), session) for i in range(keys)])
+    org = orjson.dumps(USAGE_ORG)
+    await publish(settings, settings.topics.orgs, [(org_name(i), org) for i in range(orgs)])
     running = await start_workers(worker_configs(config, workers), workdir, name)
     try:
         await wait_committed(settings, settings.topics.sessions, keys, timeout=600)
+        await wait_committed(settings, settings.topics.orgs, orgs, timeout=600)
         produced = await produce_load(settings, plan)
         await wait_committed(settings, settings.topics.requests, produced.records, timeout=1800)
         seconds = time.perf_counter() - produced.started

@@ -12,9 +12,15 @@ by reason:
 
 - ``expired``: a subject's requests are held for ``seconds`` (wall clock) from the first one;
   when no session came by then they are dropped, and the next request starts a new hold.
-- ``full``: at most ``max_subjects`` subjects are held per partition, and each for at most
-  ``max_buckets`` distinct seconds of event time; requests beyond either are dropped.
+- ``full``: at most ``max_subjects`` subjects are held per partition; the requests of one more
+  are dropped.
 - ``deleted``: a tombstone for the subject drops what is held for it.
+
+What one subject holds is one table value, written again by every batch that adds to it, so it
+is kept small: beyond ``max_buckets`` buckets its buckets are merged into coarser ones (10 s,
+1 min, 10 min, 1 h, 1 day), each still stamped with its earliest event time. Held requests are
+then placed in their quota periods to the second for the first 600 distinct seconds, and to
+their bucket's earliest time after that.
 
 Nothing here reads a clock or does I/O.
 """
@@ -37,9 +43,13 @@ class HoldPolicy:
     seconds: float = 3600
     #: Subjects held at once in one partition.
     max_subjects: int = 10_000
-    #: Distinct seconds of event time held for one subject: an hour of steady traffic. It bounds
-    #: each held entry (one table value, one changelog record) to about 90 KB.
-    max_buckets: int = 3600
+    #: Buckets held for one subject before they are merged into coarser ones: each held entry
+    #: (one table value, one changelog record per batch that adds to it) stays below 16 KB.
+    max_buckets: int = 600
+
+
+#: Bucket widths, in seconds, that a subject's held requests are merged into in turn.
+GRAINS = (1.0, 10.0, 60.0, 600.0, 3600.0, 86400.0)
 
 
 @dataclass
@@ -55,8 +65,8 @@ class Held:
     requests: int = 0
     #: For keys: the org the gateway named on the latest request.
     org_id: str = ""
-    #: For orgs: per partition of origin, the (offset, part) of the last partial held.
-    origins: dict[str, list[int]] = field(default_factory=dict)
+    #: Seconds each bucket spans (GRAINS).
+    grain: float = 1.0
 
     def expired(self, now: float, policy: HoldPolicy) -> bool:
         return now - self.since > policy.seconds
@@ -65,6 +75,37 @@ class Held:
         """The held (ts, count) pairs in event-time order, as they are applied."""
         return sorted((ts, count) for ts, count in self.buckets.values())
 
+    def add(self, ts: float, count: int, max_buckets: int) -> None:
+        """Hold ``count`` requests of event time ``ts``."""
+        grain = self.grain
+        start = (ts // grain) * grain
+        bucket = self.buckets.get(start)
+        if bucket is None:
+            if len(self.buckets) >= max_buckets and grain < GRAINS[-1]:
+                self.coarsen()
+                self.add(ts, count, max_buckets)
+                return
+            self.buckets[start] = [ts, count]
+        else:
+            if ts < bucket[0]:  # noqa: PLR1730 - as in partials: the rare late one
+                bucket[0] = ts
+            bucket[1] += count
+        self.requests += count
+
+    def coarsen(self) -> None:
+        """Merge the buckets into the next grain's."""
+        self.grain = next(grain for grain in GRAINS if grain > self.grain)
+        merged: Buckets = {}
+        for ts, count in self.buckets.values():
+            start = (ts // self.grain) * self.grain
+            bucket = merged.get(start)
+            if bucket is None:
+                merged[start] = [ts, count]
+            else:
+                bucket[0] = min(bucket[0], ts)
+                bucket[1] += count
+        self.buckets = merged
+
     def to_json(self) -> dict[str, Any]:
         return {
             "since": self.since,
@@ -72,23 +113,24 @@ class Held:
             "buckets": self.counts(),
             "requests": self.requests,
             "org_id": self.org_id,
-            "origins": self.origins,
+            "grain": self.grain,
         }
 
     @classmethod
     def from_stored(cls, data: Mapping[str, Any] | None) -> Held | None:
         if data is None:
             return None
+        grain = data.get("grain", 1.0)
         buckets: Buckets = {}
         for ts, count in data["buckets"]:
-            buckets[ts // 1] = [ts, count]
+            buckets[(ts // grain) * grain] = [ts, count]
         return cls(
             since=data["since"],
             partition=data["partition"],
             buckets=buckets,
             requests=data["requests"],
             org_id=data.get("org_id", ""),
-            origins=dict(data.get("origins") or {}),
+            grain=grain,
         )
 
 
@@ -152,20 +194,8 @@ def hold(
             return None
         held = Held(since=now, partition=partition)
         tally.subjects += 1
-    buckets = held.buckets
     for ts, count in counts:
-        second = ts // 1
-        bucket = buckets.get(second)
-        if bucket is None:
-            if len(buckets) >= policy.max_buckets:
-                tally.drop("full", count)
-                continue
-            buckets[second] = [ts, count]
-        else:
-            if ts < bucket[0]:  # noqa: PLR1730 - as in partials: the rare late one
-                bucket[0] = ts
-            bucket[1] += count
-        held.requests += count
+        held.add(ts, count, policy.max_buckets)
         tally.requests += count
     return held
 

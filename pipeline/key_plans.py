@@ -110,9 +110,10 @@ class _RequestsPlanner:
         state = UsageState.from_stored(tables.key_usage.get(key))
         applied = apply_records(state, counts, watched.limits)
         plan.write(KEY_USAGE, key, applied.state.to_json())
-        # The session's org wins; gateways always say which org they counted for.
-        org = watched.org_id or org_id
-        plan.triggers += key_triggers(key, org, watched.limits, applied.crossings)
+        if applied.crossings:  # (rare: most keys of a batch reach no threshold)
+            # The session's org wins; gateways always say which org they counted for.
+            org = watched.org_id or org_id
+            plan.triggers += key_triggers(key, org, watched.limits, applied.crossings)
 
     def plan_by_record(self, key: str, records: Sequence[RequestCount], tables: KeyTables) -> None:
         """A key whose records failed together, planned one record at a time: each that

@@ -54,16 +54,32 @@ def test_an_expired_hold_is_dropped_and_a_new_one_starts():
     assert (tally.subjects, tally.requests) == (0, -3)
 
 
-def test_no_room_drops_a_new_subject_and_too_many_seconds_drop_the_extra_ones():
+def test_no_room_drops_a_new_subject():
     tally = HoldTally()
     assert held_now(None, [(1.0, 2), (2.0, 3)], room=Room(0), tally=tally) is None
     assert tally.dropped == {"full": 5}
 
+
+def test_too_many_buckets_merge_into_coarser_ones_keeping_their_earliest_times():
     tally = HoldTally()
-    entry = held_now(None, [(1.0, 1), (2.0, 1), (3.0, 1), (4.0, 7), (1.5, 2)], tally=tally)
+    counts = [(1.5, 1), (2.0, 1), (3.0, 1), (14.0, 7), (1.2, 2)]
+    entry = held_now(None, counts, tally=tally)  # 3 buckets at most: 14.0 makes a 4th
+
     assert entry is not None
-    assert entry.counts() == [(1.0, 3), (2.0, 1), (3.0, 1)]  # a known second still fits
-    assert tally.dropped == {"full": 7}
+    assert entry.grain == 10.0
+    assert entry.counts() == [(1.2, 5), (14.0, 7)]  # [0, 10) and [10, 20)
+    assert entry.requests == 12
+    assert tally.dropped == {}
+    assert Held.from_stored(entry.to_json()) == entry
+
+
+def test_buckets_coarsen_as_far_as_they_must():
+    entry = held_now(None, [(day * 86_400.0, 1) for day in range(10)])
+
+    assert entry is not None
+    assert entry.grain == 86_400.0  # a bucket a day: more than 3 of them, the last grain
+    assert len(entry.counts()) == 10
+    assert entry.requests == 10
 
 
 def test_room_is_taken_once_per_new_subject():
@@ -82,7 +98,7 @@ def test_what_is_held_or_dropped_adds_up_to_what_came(counts):
     entry = held_now(None, counts, tally=tally)
     held = entry.requests if entry is not None else 0
     assert held + sum(tally.dropped.values()) == sum(count for _, count in counts)
-    assert entry is None or len(entry.buckets) <= POLICY.max_buckets
+    assert entry is None or len(entry.buckets) <= POLICY.max_buckets or entry.grain == 86_400
     assert entry is None or sum(c for _, c in entry.counts()) == entry.requests
 
 
@@ -90,7 +106,6 @@ def test_stored_form_round_trips():
     entry = held_now(None, [(10.5, 2), (11.0, 1)])
     assert entry is not None
     entry.org_id = "org9"
-    entry.origins = {"1": [40, 0]}
 
     assert Held.from_stored(entry.to_json()) == entry
     assert Held.from_stored(None) is None

@@ -93,7 +93,7 @@ def test_partials_of_an_org_without_a_record_are_held_until_it_comes():
     tables = Tables()
     plan = tables.partials(Partial("a", [(1.0, 4)], (0, 1, 0)), Partial("a", [(2.0, 6)], (1, 7, 0)))
     assert plan.tally.subjects == 1
-    assert tables.usage == {}
+    assert tables.usage_of("a") == 0  # (its usage state keeps the origins applied)
     # Read twice while held: held once.
     tables.partials(Partial("a", [(1.0, 4)], (0, 1, 0)))
     assert tables.held["a"]["requests"] == 10
@@ -116,7 +116,22 @@ def test_an_org_tombstone_forgets_usage_and_what_is_held():
     plan = tables.orgs_put(("a", None), ("b", None))
 
     assert plan.tally.dropped == {"deleted": 2}
-    assert tables.orgs == tables.usage == tables.held == {}
+    assert tables.orgs == tables.held == {}
+    assert tables.usage_of("a") == tables.usage_of("b") == 0
+    # The origins applied stay: a partial read again after the org comes back is not counted.
+    tables.orgs_put(("a", ORG))
+    tables.partials(Partial("a", [(1.0, 1)], (0, 1, 0)))
+    assert tables.usage_of("a") == 0
+
+
+def test_without_org_triggers_nothing_is_held_for_an_org_without_a_record():
+    monitor = MONITOR.model_copy(update={"monitor_org_keys": False})
+    context = HoldContext(HoldPolicy(), 1000.0, 0, Room(100))
+    plan = plan_partials_batch(
+        [(0, Partial("a", [(1.0, 4)], (0, 1, 0)))], OrgTables({}, {}, {}), monitor, context
+    )
+    assert plan.writes == {}
+    assert plan.tally.subjects == 0
 
 
 def test_many_seconds_are_sent_in_parts_that_all_apply():
