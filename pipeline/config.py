@@ -26,9 +26,9 @@ from pydantic_settings import (
 )
 
 from pipeline.errors import ConfigError
-from pipeline.held import HoldPolicy
-from pipeline.models import format_number, is_http_url, validation_message
-from pipeline.signing import check_secret
+from pipeline.records.checks import format_number, is_http_url, validation_message
+from pipeline.usage.held import HoldPolicy
+from pipeline.webhooks.signing import check_secret
 
 #: Short environment variables documented in the README, mapped to their place in the tree.
 SHORT_ENV_VARS: dict[str, tuple[str, ...]] = {
@@ -257,7 +257,7 @@ class DeliverySettings(_Section):
 
 class HoldSettings(_Section):
     """How long, and how much, requests wait for their key's session or their org's record
-    before they count (pipeline.held); past these bounds they are dropped, and counted."""
+    before they count (pipeline.usage.held); past these bounds they are dropped, and counted."""
 
     #: Seconds (wall clock) from the first request held for a subject.
     seconds: float = Field(default=3600, gt=0)

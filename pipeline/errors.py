@@ -8,7 +8,7 @@
     └── DeliveryError              a webhook or email attempt failed
         ├── RetriableDeliveryError     worth another attempt later (retry_after may say when)
         └── PermanentDeliveryError     will fail the same way again: dead-letter it
-            └── TargetRefused          the SSRF guard refuses the target (pipeline.ssrf)
+            └── TargetRefused          the SSRF guard refuses the target (pipeline.webhooks.ssrf)
 
 Third-party errors are translated into these at one boundary each, ``raise ... from exc``.
 """

@@ -19,9 +19,9 @@ from typing import Any, ClassVar, Self
 import aiohttp
 import orjson
 
+from pipeline.delivery.outcomes import classify_status
 from pipeline.email.message import EmailRequest
 from pipeline.errors import DeliveryError, RetriableDeliveryError
-from pipeline.outcomes import classify_status
 
 logger = logging.getLogger(__name__)
 

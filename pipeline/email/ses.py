@@ -15,6 +15,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from pipeline.delivery.outcomes import parse_retry_after
 from pipeline.email.http_provider import (
     HttpEmailSink,
     ProviderAnswer,
@@ -24,7 +25,6 @@ from pipeline.email.http_provider import (
 )
 from pipeline.email.message import EmailRequest, addresses, build_message
 from pipeline.errors import DeliveryError, RetriableDeliveryError
-from pipeline.outcomes import parse_retry_after
 
 SERVICE = "ses"
 SEND_PATH = "/v2/email/outbound-emails"

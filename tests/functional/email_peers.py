@@ -22,7 +22,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from multidict import CIMultiDict
 
-from pipeline.receiver import ReceivedWebhook
+from pipeline.devtools.receiver import ReceivedWebhook
 
 
 def json_response(status: int, body: Any, **headers: str) -> web.Response:

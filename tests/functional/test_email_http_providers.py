@@ -14,6 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from pipeline.devtools.receiver import WebhookReceiver
 from pipeline.email.http_provider import HttpEmailSink
 from pipeline.email.mailgun import MailgunSink
 from pipeline.email.mandrill import MandrillSink
@@ -21,7 +22,6 @@ from pipeline.email.message import EVENT_ID_HEADER, EmailRequest, message_id
 from pipeline.email.sendgrid import SendGridSink
 from pipeline.email.ses import SesSink
 from pipeline.errors import PermanentDeliveryError, RetriableDeliveryError
-from pipeline.receiver import WebhookReceiver
 from tests.functional.email_peers import (
     MailgunPeer,
     MandrillPeer,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import trustme
 
-from pipeline.email.local_smtp import LocalSmtpServer, ReceivedEmail
+from pipeline.devtools.smtp_server import LocalSmtpServer, ReceivedEmail
 from pipeline.email.message import EVENT_ID_HEADER, EmailRequest
 from pipeline.email.smtp import SmtpSink
 from pipeline.errors import PermanentDeliveryError, RetriableDeliveryError

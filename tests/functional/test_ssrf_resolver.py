@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from pipeline.receiver import WebhookReceiver
-from pipeline.ssrf import (
+from pipeline.devtools.receiver import WebhookReceiver
+from pipeline.webhooks.ssrf import (
     GuardedResolver,
     TargetRefused,
     check_url,
@@ -108,7 +108,7 @@ async def test_a_mixed_answer_keeps_only_admitted_addresses(
 ) -> None:
     inner = TableResolver({"mixed.test": [["10.0.0.1", "93.184.215.14", "::ffff:127.0.0.1"]]})
     resolver = GuardedResolver(inner=inner)
-    with caplog.at_level(logging.WARNING, logger="pipeline.ssrf"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.webhooks.ssrf"):
         results = await resolver.resolve("mixed.test", 443, socket.AF_UNSPEC)
     assert addresses(results) == ["93.184.215.14"]
     assert "host=mixed.test" in caplog.text

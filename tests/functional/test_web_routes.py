@@ -12,8 +12,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from pipeline.config import Settings
-from pipeline.web import OPEN_PAGES
-from pipeline.worker import build_worker_pipeline
+from pipeline.service.web import OPEN_PAGES
+from pipeline.service.worker import build_worker_pipeline
 
 TOKEN = "web-token-for-routes"
 

@@ -13,10 +13,10 @@ from aiohttp import web
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from pipeline.devtools.receiver import ReceivedWebhook, WebhookReceiver
 from pipeline.errors import PermanentDeliveryError, RetriableDeliveryError
-from pipeline.receiver import ReceivedWebhook, WebhookReceiver
-from pipeline.sinks.webhook import WebhookSink
-from pipeline.webhooks import USER_AGENT, WebhookRequest
+from pipeline.webhooks.requests import USER_AGENT, WebhookRequest
+from pipeline.webhooks.sink import WebhookSink
 
 SECRET = "whsec_" + base64.b64encode(b"current-secret-of-32-bytes-long!").decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"previous-secret-32-bytes-long!!!").decode()

@@ -12,20 +12,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.deliveries import DeliveryJob
-from pipeline.delivery_agent import decode_trigger
-from pipeline.digests import DigestItem
+from pipeline.delivery.agent import decode_trigger
+from pipeline.delivery.jobs import DeliveryJob
 from pipeline.errors import InvalidRecord
-from pipeline.models import (
-    MAX_COUNT,
-    MAX_ID_LENGTH,
-    decode_org_record,
-    decode_request,
-    decode_session_record,
-)
-from pipeline.partials import decode_partial
-from pipeline.portal import decode_portal_event
-from pipeline.rejections import MAX_REASON_CHARS, rejection
+from pipeline.portal.digests import DigestItem
+from pipeline.portal.events import decode_portal_event
+from pipeline.records.checks import MAX_ID_LENGTH
+from pipeline.records.rejections import MAX_REASON_CHARS, rejection
+from pipeline.records.requests import MAX_COUNT, decode_request
+from pipeline.records.subjects import decode_org_record, decode_session_record
+from pipeline.usage.partials import decode_partial
 from tests.fuzz.inputs import hostile
 
 FUZZ = settings(

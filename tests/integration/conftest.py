@@ -24,9 +24,9 @@ from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.config import Settings
-from pipeline.kafka import contract_topics, create_topics
-from pipeline.local import WorkerProcess, isolated_config, kafka_local
-from pipeline.receiver import WebhookReceiver
+from pipeline.devtools.local import WorkerProcess, isolated_config, kafka_local
+from pipeline.devtools.receiver import WebhookReceiver
+from pipeline.engine.clients import contract_topics, create_topics
 
 #: Not 9092, so the suite never touches a developer's broker or the demo's.
 BROKER_PORT = int(os.environ.get("QP_TEST_KAFKA_PORT", "19092"))

@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.bench_latency import background_key, crossing_key, produce_steadily
-from pipeline.bench_plan import PlannedRecord, latency_plan
-from pipeline.bench_usage import key_name, produce_load
+from pipeline.bench.latency import background_key, crossing_key, produce_steadily
+from pipeline.bench.plan import PlannedRecord, latency_plan
+from pipeline.bench.usage import key_name, produce_load
 from tests.integration.conftest import key_partition, read_to_end
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

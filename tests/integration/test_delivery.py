@@ -13,11 +13,11 @@ import pytest
 from aiohttp import web
 from jsonschema import Draft202012Validator
 
-from pipeline.kafka import admin_client
-from pipeline.local import free_port
-from pipeline.quota import Crossing
-from pipeline.receiver import WebhookReceiver
-from pipeline.triggers import trigger_event
+from pipeline.devtools.local import free_port
+from pipeline.devtools.receiver import WebhookReceiver
+from pipeline.engine.clients import admin_client
+from pipeline.usage.quota import Crossing
+from pipeline.usage.triggers import trigger_event
 from tests.integration.conftest import (
     consume,
     key_partition,

@@ -10,8 +10,8 @@ from collections import defaultdict
 import aiohttp
 import orjson
 
-from pipeline.quota import Limits, UsageState, apply_records
-from pipeline.triggers import trigger_id
+from pipeline.usage.quota import Limits, UsageState, apply_records
+from pipeline.usage.triggers import trigger_id
 from tests.integration.conftest import (
     consume,
     poll,

@@ -8,7 +8,7 @@ import time
 import orjson
 import pytest
 
-from pipeline.email.local_smtp import LocalSmtpServer
+from pipeline.devtools.smtp_server import LocalSmtpServer
 from pipeline.email.message import EVENT_ID_HEADER
 from tests.integration.conftest import consume, produce, read_to_end, request_count, wait_for_table
 

@@ -15,7 +15,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
-from pipeline.local import free_port
+from pipeline.devtools.local import free_port
 from tests.integration.conftest import produce, read_to_end, request_count, wait_for_table
 
 T0 = 1_700_000_000.0

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from pipeline.quota import UsageState
+from pipeline.usage.quota import UsageState
 from tests.fuzz.inputs import SHAPES, dumps
 from tests.integration.conftest import consume, wait_for_table
 

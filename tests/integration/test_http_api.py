@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from pipeline.local import free_port
+from pipeline.devtools.local import free_port
 from tests.integration.conftest import produce, read_to_end, request_count
 
 TOKEN = "api-token-for-tests"

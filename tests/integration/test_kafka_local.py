@@ -7,7 +7,7 @@ import pathlib
 import socket
 import subprocess
 
-from pipeline.local import KAFKA_LOCAL, free_port
+from pipeline.devtools.local import KAFKA_LOCAL, free_port
 
 
 def kafka_local(local_broker, action: str) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pipeline.email.local_smtp import LocalSmtpServer
+from pipeline.devtools.smtp_server import LocalSmtpServer
 from pipeline.email.message import EVENT_ID_HEADER
 from tests.integration.conftest import consume, poll, produce, scrape
 

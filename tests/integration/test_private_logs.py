@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 import pytest
 
-from pipeline.email.local_smtp import LocalSmtpServer
+from pipeline.devtools.smtp_server import LocalSmtpServer
 from tests.integration.conftest import produce, request_count
 
 TOKEN = "tok-" + "9f2c" * 8

@@ -21,8 +21,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from rocksdict import AccessType, Options, Rdict
 
-from pipeline.loader import publish
-from pipeline.local import free_port
+from pipeline.cli.files import publish
+from pipeline.devtools.local import free_port
 from tests.integration.conftest import (
     poll,
     produce,
@@ -245,7 +245,7 @@ def persisted_offsets(data_dir: str, table: str) -> dict[int, int]:
 async def test_a_stopped_worker_holds_each_changelog_and_marks_where_it_ends(
     make_config, topics_of, start_worker
 ):
-    # The usage tables are written in bulk (pipeline.tables.write_all), the sessions through
+    # The usage tables are written in bulk (pipeline.engine.tables.write_all), the sessions through
     # faust. The mark is where a restart on the same data dir reads the changelog on from.
     config, settings = await loaded_and_stopped(
         make_config, topics_of, start_worker, processing_guarantee="at_least_once"

@@ -1,4 +1,4 @@
-"""Record batches sent on a real broker (pipeline.transactions.emit_batched): every record,
+"""Record batches sent on a real broker (pipeline.engine.transactions.emit_batched): every record,
 in order, and the offset of the last, whatever the number of batches they take."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from pipeline.transactions import emit_all, emit_batched
+from pipeline.engine.transactions import emit_all, emit_batched
 from tests.integration.conftest import key_partition, read_to_end
 
 

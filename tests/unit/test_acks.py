@@ -1,10 +1,10 @@
-"""pipeline.acks: concurrently handled events are acknowledged in their partition's order."""
+"""pipeline.engine.acks: concurrently handled events are acknowledged in their partition's order."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from pipeline.acks import OrderedAcks
+from pipeline.engine.acks import OrderedAcks
 
 
 class Message(NamedTuple):

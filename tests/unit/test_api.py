@@ -1,4 +1,4 @@
-"""pipeline.api, the pure parts: who may call, what a body becomes, how usage is shown."""
+"""pipeline.service.api, the pure parts: who may call, what a body becomes, how usage is shown."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from faust.exceptions import ProducerSendError
 from pydantic import SecretStr
 
-from pipeline.api import (
+from pipeline.config import MonitorConfig
+from pipeline.errors import InvalidRecord
+from pipeline.service.api import (
     API_DISABLED,
     Record,
     authorize,
@@ -22,9 +24,7 @@ from pipeline.api import (
     session_record,
     usage_view,
 )
-from pipeline.config import MonitorConfig
-from pipeline.errors import InvalidRecord
-from pipeline.quota import Limits, Period, UsageState
+from pipeline.usage.quota import Limits, Period, UsageState
 
 TOKEN = SecretStr("s3cret-token")
 T0 = 1764331200.25

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from pipeline.transactions import BatchGate
+from pipeline.engine.transactions import BatchGate
 
 
 async def enter(gate: BatchGate, entered: list[str], name: str) -> None:

@@ -1,11 +1,11 @@
-"""Pairing webhooks with the records that crossed (pipeline.bench_latency.pair)."""
+"""Pairing webhooks with the records that crossed (pipeline.bench.latency.pair)."""
 
 from __future__ import annotations
 
 import orjson
 
-from pipeline.bench_latency import pair
-from pipeline.receiver import ReceivedWebhook
+from pipeline.bench.latency import pair
+from pipeline.devtools.receiver import ReceivedWebhook
 
 
 def webhook(key: str, at: float) -> ReceivedWebhook:

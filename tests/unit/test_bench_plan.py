@@ -1,4 +1,4 @@
-"""The bench's pure part (pipeline.bench_plan): load plans, percentiles, target verdicts."""
+"""The bench's pure part (pipeline.bench.plan): load plans, percentiles, target verdicts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.bench_plan import (
+from pipeline.bench.plan import (
     COUNT_MAX,
     CROSSING_EVERY,
     TARGETS,

@@ -1,4 +1,4 @@
-"""The bench's output (pipeline.bench_report) from made-up figures: table, JSON and plot."""
+"""The bench's output (pipeline.bench.report) from made-up figures: table, JSON and plot."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import io
 import orjson
 from rich.console import Console
 
-from pipeline.bench import BenchOptions, BenchResult
-from pipeline.bench_delivery import DeliveryBench
-from pipeline.bench_latency import LatencyBench
-from pipeline.bench_memory import MemoryBench
-from pipeline.bench_report import figures, rows, show, write_json, write_plot
-from pipeline.bench_usage import UsageRun
+from pipeline.bench.delivery import DeliveryBench
+from pipeline.bench.latency import LatencyBench
+from pipeline.bench.memory import MemoryBench
+from pipeline.bench.report import figures, rows, show, write_json, write_plot
+from pipeline.bench.run import BenchOptions, BenchResult
+from pipeline.bench.usage import UsageRun
 
 
 def result(**changes) -> BenchResult:

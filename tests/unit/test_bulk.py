@@ -12,10 +12,10 @@ from typing import Any, NamedTuple
 import pytest
 from faust.types import TP
 
-from pipeline.bulk import BulkFeed, InFlight, Put, Run, SourceEvent, by_partition
-from pipeline.fetching import gaps
-from pipeline.streams import handle_each, process_runs
-from pipeline.transactions import BatchGate
+from pipeline.engine.consumer import gaps
+from pipeline.engine.feeds import BulkFeed, InFlight, Put, Run, SourceEvent, by_partition
+from pipeline.engine.runs import handle_each, process_runs
+from pipeline.engine.transactions import BatchGate
 
 P0 = TP("gateway.requests", 0)
 P1 = TP("gateway.requests", 1)

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pipeline.app import create_app
 from pipeline.config import MonitorConfig, Settings, load_settings
+from pipeline.engine.app import create_app
 from pipeline.errors import ConfigError
 
 SIGNING_SECRET = "whsec_c2lnbmluZy1zZWNyZXQtdGhhdC1tdXN0LW5vdC1sZWFr"

@@ -1,4 +1,4 @@
-"""pipeline.delivery.Deliverer: attempts under an endpoint's breaker and concurrency bound.
+"""pipeline.delivery.deliverer: attempts under an endpoint's breaker and concurrency bound.
 
 The channel here is a stand-in that fails on purpose; the real sinks have their own tests
 against real servers."""
@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 
-from pipeline.channels import WebhookChannel
-from pipeline.deliveries import DeliveryJob
-from pipeline.delivery import DeadLetter, Deliverer, RetryLater
+from pipeline.delivery.breaker import BreakerPolicy
+from pipeline.delivery.channels import WebhookChannel
+from pipeline.delivery.deliverer import DeadLetter, Deliverer, RetryLater
+from pipeline.delivery.jobs import DeliveryJob
+from pipeline.delivery.retry import RetryPolicy
 from pipeline.errors import RetriableDeliveryError
-from pipeline.health import BreakerPolicy
-from pipeline.retry import RetryPolicy
-from pipeline.sinks.webhook import WebhookSink
+from pipeline.webhooks.sink import WebhookSink
 
 
 class FailingChannel:

@@ -7,7 +7,7 @@ import dataclasses
 import orjson
 import pytest
 
-from pipeline.deliveries import DeliveryJob
+from pipeline.delivery.jobs import DeliveryJob
 from pipeline.errors import InvalidRecord, RetriableDeliveryError
 
 

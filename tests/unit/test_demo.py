@@ -1,12 +1,12 @@
-"""pipeline.demo: the embedded defaults send webhooks to the local receiver and emails through
-the local SMTP server."""
+"""pipeline.devtools.demo: the embedded defaults send webhooks to the local receiver and
+emails through the local SMTP server."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from pipeline.config import Settings
-from pipeline.demo import SAMPLE_KEYS, SAMPLE_ORGS, demo_config
+from pipeline.devtools.demo import SAMPLE_KEYS, SAMPLE_ORGS, demo_config
 
 
 def test_the_demo_config_points_every_channel_at_the_local_peers(tmp_path: Path) -> None:

@@ -1,11 +1,11 @@
-"""pipeline.digests: windows of key request emails per org address."""
+"""pipeline.portal.digests: windows of key request emails per org address."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.digests import DigestItem, DigestWindows
 from pipeline.errors import InvalidRecord
+from pipeline.portal.digests import DigestItem, DigestWindows
 
 
 def item(to: str, at: float, n: int = 0) -> DigestItem:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from pipeline.transactions import drainable
+from pipeline.engine.transactions import drainable
 
 
 class RecordingProducer:

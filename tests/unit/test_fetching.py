@@ -1,4 +1,4 @@
-"""pipeline.fetching: what faust's fetch returns for a partition that is not active any more
+"""pipeline.engine.consumer: what faust's fetch returns for a partition that is not active any more
 is read again later, never dropped; the fetcher sees the partitions active when it was asked;
 bulk records reach their feed, and what a feed drops is read again."""
 
@@ -24,15 +24,15 @@ from intervaltree import IntervalTree
 from mode.services import Diag
 from mode.utils.logging import CompositeLogger
 
-from pipeline.app import build_pipeline
-from pipeline.bulk import BulkFeed, Run
 from pipeline.config import Settings
-from pipeline.fetching import (
+from pipeline.engine.app import build_pipeline
+from pipeline.engine.consumer import (
     FETCH_MAX_WAIT_MS,
     LosslessFetchConsumer,
     RawRecordsOf,
     put_back,
 )
+from pipeline.engine.feeds import BulkFeed, Run
 
 CHANGELOG = TP("app-usage-changelog", 0)
 TRIGGERS = TP("quota.triggers", 1)

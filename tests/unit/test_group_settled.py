@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.local import group_settled
+from pipeline.devtools.local import group_settled
 
 
 @pytest.mark.parametrize(

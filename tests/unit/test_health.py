@@ -1,4 +1,4 @@
-"""pipeline.health: an endpoint's circuit breaker opens, probes and closes."""
+"""pipeline.delivery.breaker: an endpoint's circuit breaker opens, probes and closes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.health import BreakerPolicy, EndpointHealth
+from pipeline.delivery.breaker import BreakerPolicy, EndpointHealth
 
 T0 = 1764331200.0
 POLICY = BreakerPolicy()

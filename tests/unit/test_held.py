@@ -1,11 +1,20 @@
-"""pipeline.held: requests held per second of event time, within their bounds."""
+"""pipeline.usage.held: requests held per second of event time, within their bounds."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.held import Held, HeldLedger, HoldPolicy, HoldTally, PartitionHeld, Room, hold, sweep
+from pipeline.usage.held import (
+    Held,
+    HeldLedger,
+    HoldPolicy,
+    HoldTally,
+    PartitionHeld,
+    Room,
+    hold,
+    sweep,
+)
 
 POLICY = HoldPolicy(seconds=100, max_subjects=2, max_buckets=3)
 

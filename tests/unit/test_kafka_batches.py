@@ -1,12 +1,12 @@
-"""pipeline.kafka.filled_batches and partitioned_batches: records appended in order to as many
-batches as they take, per partition."""
+"""pipeline.engine.batches: records appended in order to as many record batches as they
+take, per partition."""
 
 from __future__ import annotations
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.record.default_records import DefaultRecordBatch
 
-from pipeline.kafka import filled_batches, partitioned_batches
+from pipeline.engine.clients import filled_batches, partitioned_batches
 
 
 async def test_records_beyond_one_batch_fill_further_batches_in_order() -> None:

@@ -1,4 +1,4 @@
-"""pipeline.key_plans: sessions and requests in any order count the same; a record our code
+"""pipeline.usage.keys: sessions and requests in any order count the same; a record our code
 cannot process is isolated."""
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import MonitorConfig
-from pipeline.held import HoldPolicy, Room
-from pipeline.key_plans import (
+from pipeline.records.requests import RequestCount
+from pipeline.records.subjects import Session
+from pipeline.usage.held import HoldPolicy, Room
+from pipeline.usage.keys import (
     HELD_REQUESTS,
     KEY_USAGE,
     SESSIONS,
@@ -19,9 +21,8 @@ from pipeline.key_plans import (
     plan_key_batch,
     plan_session_batch,
 )
-from pipeline.models import RequestCount, Session
-from pipeline.plans import BatchPlan, HoldContext
-from pipeline.quota import UsageState
+from pipeline.usage.plans import BatchPlan, HoldContext
+from pipeline.usage.quota import UsageState
 
 MONITOR = MonitorConfig(
     enable_trigger_monitors=True,

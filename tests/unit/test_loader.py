@@ -1,4 +1,4 @@
-"""pipeline.loader: reading `sessions put` / `orgs put` files, validating before publishing."""
+"""pipeline.cli.files: reading `sessions put` / `orgs put` files, validating before publishing."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.loader import MAX_REPORTED, mask, parse_entries, report, validate_entries
-from pipeline.models import decode_org_record, decode_session_record
+from pipeline.cli.files import MAX_REPORTED, mask, parse_entries, report, validate_entries
+from pipeline.records.subjects import decode_org_record, decode_session_record
 
 KEY = "5f0c2b9e8a1d4c7f9e3b6a2d8c4f1e7a"
 OTHER_KEY = "a1b2c3d4e5f60718293a4b5c6d7e8f90"

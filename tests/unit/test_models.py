@@ -1,4 +1,4 @@
-"""pipeline.models: decoding the contract's payloads, and readable reasons for bad records."""
+"""pipeline.records: decoding the contract's payloads, and readable reasons for bad records."""
 
 from __future__ import annotations
 
@@ -10,15 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import models
 from pipeline.errors import InvalidRecord
-from pipeline.models import (
-    MAX_COUNT,
-    RequestCount,
-    decode_org,
-    decode_request_count,
-    decode_session,
-)
+from pipeline.records import requests
+from pipeline.records.requests import MAX_COUNT, RequestCount, decode_request_count
+from pipeline.records.subjects import decode_org, decode_session
 
 _MISSING = object()
 
@@ -174,7 +169,7 @@ payloads = st.dictionaries(fields, json_values, max_size=2).map(
 def checked(raw: bytes | None) -> RequestCount | str:
     """What the checks in Python make of a value: the record, or the reason it is refused."""
     try:
-        return models._checked_request_count(raw)
+        return requests._checked_request_count(raw)
     except InvalidRecord as exc:
         return exc.reason
 
@@ -208,7 +203,7 @@ def test_a_valid_value_takes_the_fast_decoder(monkeypatch: pytest.MonkeyPatch) -
     def refuse(raw: bytes | None) -> RequestCount:
         raise AssertionError("the checks in Python were called for a valid value")
 
-    monkeypatch.setattr(models, "_checked_request_count", refuse)
+    monkeypatch.setattr(requests, "_checked_request_count", refuse)
 
     assert decode_request_count(encode(request_count(count=3))).count == 3
 

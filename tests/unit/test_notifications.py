@@ -1,4 +1,4 @@
-"""pipeline.notifications: which deliveries an event makes, and rebuilding them for redrive."""
+"""pipeline.delivery.planning: which deliveries an event makes, and rebuilding them for redrive."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import orjson
 import pytest
 
 from pipeline.config import Settings
-from pipeline.deliveries import DeliveryJob
+from pipeline.delivery.jobs import DeliveryJob
+from pipeline.delivery.planning import Notifier, Unsendable, rebuild, recipient_of
 from pipeline.email.message import EmailRequest
-from pipeline.notifications import Notifier, Unsendable, rebuild, recipient_of
-from pipeline.portal import PortalEvent, decode_portal_event
-from pipeline.quota import Crossing
-from pipeline.triggers import trigger_event
+from pipeline.portal.events import PortalEvent, decode_portal_event
+from pipeline.usage.quota import Crossing
+from pipeline.usage.triggers import trigger_event
 
 MONITOR_URL = "https://hooks.example.com/quota"
 ORG_HOOK = "https://acme.example.com/hooks"

@@ -7,9 +7,15 @@ from collections import namedtuple
 import orjson
 import pytest
 
+from pipeline.cli.operators import (
+    Window,
+    jobs_for,
+    parse_time,
+    select_dead_letters,
+    select_triggers,
+)
 from pipeline.config import Settings
 from pipeline.errors import UsageError
-from pipeline.operators import Window, jobs_for, parse_time, select_dead_letters, select_triggers
 
 Record = namedtuple("Record", "value timestamp")
 

@@ -1,10 +1,10 @@
-"""pipeline.org_directory: every org's event_options from quota.orgs records."""
+"""pipeline.service.org_directory: every org's event_options from quota.orgs records."""
 
 from __future__ import annotations
 
 import orjson
 
-from pipeline.org_directory import OrgDirectory
+from pipeline.service.org_directory import OrgDirectory
 
 HOOK = {"trigger_event": {"webhook": "https://acme.example/hook"}}
 

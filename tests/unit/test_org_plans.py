@@ -1,4 +1,4 @@
-"""pipeline.org_plans: each partial applied once per org, whatever else shares its origin;
+"""pipeline.usage.orgs: each partial applied once per org, whatever else shares its origin;
 partials of orgs without a record held until it comes."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import MonitorConfig
-from pipeline.held import HoldPolicy, Room
-from pipeline.models import Org
-from pipeline.org_plans import (
+from pipeline.records.subjects import Org
+from pipeline.usage.held import HoldPolicy, Room
+from pipeline.usage.orgs import (
     HELD_PARTIALS,
     ORG_USAGE,
     ORGS,
@@ -20,9 +20,14 @@ from pipeline.org_plans import (
     plan_orgs_batch,
     plan_partials_batch,
 )
-from pipeline.partials import MAX_BUCKETS_PER_PARTIAL, Partial, decode_partial, encode_partials
-from pipeline.plans import BatchPlan, HoldContext
-from pipeline.quota import UsageState
+from pipeline.usage.partials import (
+    MAX_BUCKETS_PER_PARTIAL,
+    Partial,
+    decode_partial,
+    encode_partials,
+)
+from pipeline.usage.plans import BatchPlan, HoldContext
+from pipeline.usage.quota import UsageState
 
 MONITOR = MonitorConfig(
     enable_trigger_monitors=True,

@@ -1,4 +1,4 @@
-"""pipeline.outcomes: what an endpoint's answer means for the delivery."""
+"""pipeline.delivery.outcomes: what an endpoint's answer means for the delivery."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from email.utils import formatdate
 
 import pytest
 
+from pipeline.delivery.outcomes import classify_status, parse_retry_after
 from pipeline.errors import DeliveryError, PermanentDeliveryError, RetriableDeliveryError
-from pipeline.outcomes import classify_status, parse_retry_after
 
 NOW = 1764331200.0
 

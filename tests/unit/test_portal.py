@@ -1,4 +1,4 @@
-"""pipeline.portal: decoding portal events, their ids, and whom developers' emails go to."""
+"""pipeline.portal.events: decoding portal events, their ids, and whom developers' emails go to."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from pipeline.errors import InvalidRecord
-from pipeline.portal import EVENT_NAMES, decode_portal_event, developer_address, position_id
+from pipeline.portal.events import EVENT_NAMES, decode_portal_event, developer_address, position_id
 
 
 def decode(value: Any) -> Any:

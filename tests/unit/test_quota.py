@@ -1,4 +1,4 @@
-"""Quota periods and threshold crossing (pipeline.quota), against a small reference model."""
+"""Quota periods and threshold crossing (pipeline.usage.quota), against a small reference model."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.quota import NEVER, Limits, Period, UsageState, apply_records, reached, reset
+from pipeline.usage.quota import NEVER, Limits, Period, UsageState, apply_records, reached, reset
 
 
 def limits(quota_max: float = 100, renewal_rate: float = 60, thresholds=(50, 80)) -> Limits:

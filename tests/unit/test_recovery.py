@@ -1,4 +1,4 @@
-"""pipeline.recovery: changelog runs applied to their tables a fetch at a time, with faust's
+"""pipeline.engine.recovery: changelog runs applied to their tables a fetch at a time, with faust's
 Recovery bookkeeping moved on as its per-record loop would, and the end of recovery signalled."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from faust.types import TP
 
-from pipeline.recovery import (
+from pipeline.engine.recovery import (
     apply_runs,
     end_recovery_if_done,
     lagging,
@@ -247,7 +247,7 @@ class Thread(ConsumerThread):
 
 
 def recovering_consumer(thread: Thread, recovery: Recovery, monkeypatch: Any) -> Any:
-    monkeypatch.setattr("pipeline.recovery.bulk_recoverable", lambda table: True)
+    monkeypatch.setattr("pipeline.engine.recovery.bulk_recoverable", lambda table: True)
     consumer = consumer_over(thread, {ACTIVE})
     consumer.bulk_recovery = True
     consumer.app = App(recovery)

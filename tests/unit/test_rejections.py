@@ -1,4 +1,4 @@
-"""pipeline.rejections: a rejection always fits in a Kafka record and says what it cut."""
+"""pipeline.records.rejections: a rejection always fits in a Kafka record and says what it cut."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.rejections import (
+from pipeline.records.rejections import (
     MAX_COPIED_BYTES,
     MAX_LOGGED_REASON_CHARS,
     MAX_REASON_CHARS,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pipeline.cooldown import PRUNE_ABOVE, Cooldown
+from pipeline.delivery.cooldown import PRUNE_ABOVE, Cooldown
 from pipeline.errors import ConfigError, PermanentDeliveryError
-from pipeline.rendering import BodyTemplate
+from pipeline.webhooks.bodies import BodyTemplate
 
 EVENT = {"event": "TriggerExceeded", "org": "org1", "key": 'k"1', "trigger_limit": "80"}
 

@@ -1,4 +1,4 @@
-"""pipeline.retry: when a failed delivery is tried again, and when it is dead-lettered."""
+"""pipeline.delivery.retry: when a failed delivery is tried again, and when it is dead-lettered."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.config import DeliverySettings
+from pipeline.delivery.retry import GiveUp, RetryAt, RetryPolicy, decide, svix_schedule
 from pipeline.errors import DeliveryError, PermanentDeliveryError, RetriableDeliveryError
-from pipeline.retry import GiveUp, RetryAt, RetryPolicy, decide, svix_schedule
 
 NOW = 1764331200.0
 # Float sums near NOW are exact to about 2e-7 s.

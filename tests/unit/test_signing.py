@@ -1,4 +1,4 @@
-"""pipeline.signing and pipeline.webhooks: Standard Webhooks signatures and request headers.
+"""pipeline.webhooks.signing and .requests: Standard Webhooks signatures and request headers.
 
 Signatures are checked with the reference ``standardwebhooks`` library, as a receiver would.
 It rejects timestamps more than five minutes from its clock, so signed timestamps are "now".
@@ -17,8 +17,13 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from pipeline import __version__
-from pipeline.signing import secret_bytes, sign, signature_header
-from pipeline.webhooks import WebhookRequest, attempt_headers, default_trigger_body, secrets_for
+from pipeline.webhooks.requests import (
+    WebhookRequest,
+    attempt_headers,
+    default_trigger_body,
+    secrets_for,
+)
+from pipeline.webhooks.signing import secret_bytes, sign, signature_header
 
 BODY = b'{"event":"TriggerExceeded","key":"abc123","trigger_limit":"80"}'
 EVENT_ID = "evt_0123456789abcdef0123456789abcdef"

@@ -1,4 +1,4 @@
-"""pipeline.ssrf: which addresses and URLs a webhook may target, as pure decisions."""
+"""pipeline.webhooks.ssrf: which addresses and URLs a webhook may target, as pure decisions."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.errors import PermanentDeliveryError
-from pipeline.ssrf import (
+from pipeline.webhooks.ssrf import (
     Address,
     Network,
     TargetRefused,
@@ -66,7 +66,7 @@ def ip(text: str) -> Address:
 
 
 def embedded_ipv4(address: Address) -> list[ipaddress.IPv4Address]:
-    """Every IPv4 address an IPv6 address carries, worked out independently of pipeline.ssrf."""
+    """Every IPv4 address an IPv6 address carries, worked out independently of the guard."""
     if not isinstance(address, ipaddress.IPv6Address):
         return []
     found = [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]

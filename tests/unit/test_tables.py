@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.app import build_pipeline
 from pipeline.config import Settings
-from pipeline.tables import acting_for, changelog_records, read_all, scan_partition
+from pipeline.engine.app import build_pipeline
+from pipeline.engine.tables import acting_for, changelog_records, read_all, scan_partition
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""pipeline.triggers: the TriggerEvent payload and its deterministic id."""
+"""pipeline.usage.triggers: the TriggerEvent payload and its deterministic id."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from pipeline.quota import Crossing
-from pipeline.triggers import format_limit, trigger_event, trigger_id
+from pipeline.usage.quota import Crossing
+from pipeline.usage.triggers import format_limit, trigger_event, trigger_id
 
 SCHEMAS_DIR = Path(__file__).parents[2] / "schemas"
 

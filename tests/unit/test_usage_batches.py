@@ -11,14 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import MonitorConfig
-from pipeline.held import HoldPolicy, Room
-from pipeline.key_plans import KEY_USAGE, KeyTables, plan_key_batch
-from pipeline.models import RequestCount, Session
-from pipeline.monitoring import compact_session
-from pipeline.org_plans import ORG_USAGE, OrgTables, plan_partials_batch
-from pipeline.partials import Partial, PartialSums
-from pipeline.plans import HoldContext
-from pipeline.quota import Limits, UsageState, apply_records
+from pipeline.records.requests import RequestCount
+from pipeline.records.subjects import Session
+from pipeline.usage.held import HoldPolicy, Room
+from pipeline.usage.keys import KEY_USAGE, KeyTables, plan_key_batch
+from pipeline.usage.orgs import ORG_USAGE, OrgTables, plan_partials_batch
+from pipeline.usage.partials import Partial, PartialSums
+from pipeline.usage.plans import HoldContext
+from pipeline.usage.quota import Limits, UsageState, apply_records
+from pipeline.usage.watching import compact_session
 
 MONITOR = MonitorConfig(
     enable_trigger_monitors=True,

@@ -13,15 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import MonitorConfig
-from pipeline.held import HoldPolicy, Room
-from pipeline.key_plans import KEY_USAGE, KeyTables, plan_key_batch
-from pipeline.models import RequestCount, Session
-from pipeline.monitoring import compact_session
-from pipeline.org_plans import ORG_USAGE, OrgTables, plan_partials_batch
-from pipeline.partials import Partial, decode_partial, encode_partials, is_new, marked
-from pipeline.plans import HoldContext
-from pipeline.quota import UsageState
-from pipeline.watermarks import mark_key, unapplied
+from pipeline.records.requests import RequestCount
+from pipeline.records.subjects import Session
+from pipeline.usage.held import HoldPolicy, Room
+from pipeline.usage.keys import KEY_USAGE, KeyTables, plan_key_batch
+from pipeline.usage.orgs import ORG_USAGE, OrgTables, plan_partials_batch
+from pipeline.usage.partials import Partial, decode_partial, encode_partials, is_new, marked
+from pipeline.usage.plans import HoldContext
+from pipeline.usage.quota import UsageState
+from pipeline.usage.watching import compact_session
+from pipeline.usage.watermarks import mark_key, unapplied
 
 MONITOR = MonitorConfig(
     enable_trigger_monitors=True, monitor_user_keys=True, global_trigger_limits=(10, 50, 100)

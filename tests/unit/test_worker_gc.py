@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline.worker import tune_gc
+from pipeline.service.worker import tune_gc
 
 
 @pytest.fixture

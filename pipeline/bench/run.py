@@ -1,0 +1,204 @@
+"""`quota-pipeline bench`: every figure of issue 7, measured in one run against the broker at
+QP_KAFKA_BOOTSTRAP.
+
+1. ceiling: a bare aiokafka consumer reading every record and decoding it with orjson;
+2. usage stage: W worker processes (the real ones, one consumer group, a session loaded for
+   every key) consuming the same records, from the first one produced until the group's
+   committed offsets reach the end; records/s and requests/s (the sum of the records' counts);
+3. latency from producing a threshold-crossing record to its webhook, at half that rate
+   (bench_latency);
+4. webhooks/s and emails/s to local servers, and webhooks/s beside an endpoint that times out
+   (bench_delivery);
+5. one worker's peak RSS with K active keys, and its recovery time after a restart
+   (bench_memory);
+6. the usage stage again when one organisation sends 90% of the records.
+
+Each part uses its own app id and topics, and deletes them when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from pipeline.bench.delivery import (
+    DeliveryBench,
+    derived_config,
+    run_delivery_bench,
+    run_email_bench,
+)
+from pipeline.bench.latency import LatencyBench, run_latency_bench
+from pipeline.bench.memory import MemoryBench, run_memory_bench
+from pipeline.bench.plan import CROSSING_EVERY, HEAVY_SHARE, OrgLayout, plan_load
+from pipeline.bench.usage import UsageRun, ceiling, usage_run
+from pipeline.config import Settings
+from pipeline.devtools.demo import remove_topics
+from pipeline.devtools.local import isolated_config
+from pipeline.engine.clients import contract_topics, create_topics, probe_broker
+
+#: Passes of the bare consumer over the load, of which the ceiling is the median.
+CEILING_PASSES = 3
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What `quota-pipeline bench` was asked to measure."""
+
+    records: int
+    keys: int
+    orgs: int
+    partitions: int
+    workers: int = 1
+    #: The key distribution as given (``zipf:S``), None for uniform keys.
+    skew: str | None = None
+    #: Its exponent S.
+    exponent: float | None = None
+    #: Seconds of steady load in the latency run; 0 skips it.
+    latency_seconds: float = 20.0
+    #: One record in this many of the latency run crosses a threshold.
+    crossing_every: int = CROSSING_EVERY
+    #: Keys of the memory run; 0 skips it.
+    active_keys: int = 0
+    deliveries: int = 0
+    emails: int = 0
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """What one bench run measured."""
+
+    options: BenchOptions
+    produce_per_s: float
+    #: The ceiling of each pass over the load, records/s.
+    ceiling_passes: tuple[float, ...]
+    #: The usage stage with keys spread evenly over the orgs.
+    usage: UsageRun
+    #: The usage stage when one org sends ``heavy_share`` of the records.
+    skewed: UsageRun
+    #: The heavy org's share of the skewed run's records, as produced.
+    heavy_share: float
+    latency: LatencyBench | None = None
+    memory: MemoryBench | None = None
+    deliveries: DeliveryBench | None = None
+    emails_per_s: float | None = None
+
+    @property
+    def ceiling_per_s(self) -> float:
+        """The median pass: a single pass is noisy on a shared machine (278,982 to 502,233
+        records/s between runs of one day, up to a quarter apart within a run)."""
+        return statistics.median(self.ceiling_passes)
+
+    @property
+    def ratio(self) -> float:
+        """Usage stage / ceiling, both in records/s."""
+        return self.usage.records_per_s / self.ceiling_per_s if self.ceiling_per_s else 0.0
+
+    @property
+    def skewed_over_uniform(self) -> float:
+        return self.skewed.records_per_s / self.usage.records_per_s
+
+
+async def run_bench(options: BenchOptions) -> BenchResult:
+    bootstrap = Settings().kafka.bootstrap_servers
+    run = uuid.uuid4().hex[:8]
+    workdir = Path(tempfile.mkdtemp(prefix="quota-bench-"))
+    config = isolated_config(
+        f"bench-{run}",
+        bootstrap=bootstrap,
+        partitions=options.partitions,
+        data_dir=workdir / "data",
+    )
+    settings = Settings.model_validate(config)
+    await probe_broker(settings)
+    await create_topics(settings, contract_topics(settings), options.partitions)
+    try:
+        even = OrgLayout(options.keys, options.orgs)
+        usage, produced = await usage_run(
+            config,
+            workdir,
+            plan_load(options.records, even, exponent=options.exponent),
+            keys=options.keys,
+            orgs=options.orgs,
+            workers=options.workers,
+            name="usage",
+        )
+        # With the workers stopped: the ceiling has the machine to itself.
+        ceiling_passes = [await ceiling(settings, options.records) for _ in range(CEILING_PASSES)]
+    finally:
+        await remove_topics(settings)
+    skewed, heavy_share = await skewed_usage(config, workdir, options)
+    latency = memory = delivery = email_rate = None
+    if options.latency_seconds:
+        latency = await run_latency_bench(
+            config,
+            workdir,
+            rate=usage.records_per_s / 2,
+            seconds=options.latency_seconds,
+            background_keys=options.keys,
+            workers=options.workers,
+            crossing_every=options.crossing_every,
+            exponent=options.exponent,
+        )
+    if options.active_keys:
+        memory = await run_memory_bench(config, workdir, options.active_keys)
+    if options.deliveries:
+        delivery = await run_delivery_bench(config, workdir, options.deliveries)
+    if options.emails:
+        email_rate = await run_email_bench(config, workdir, options.emails)
+    return BenchResult(
+        options=options,
+        produce_per_s=produced.per_s,
+        ceiling_passes=tuple(ceiling_passes),
+        usage=usage,
+        skewed=skewed,
+        heavy_share=heavy_share,
+        latency=latency,
+        memory=memory,
+        deliveries=delivery,
+        emails_per_s=email_rate,
+    )
+
+
+async def skewed_usage(
+    base: dict[str, Any], workdir: Path, options: BenchOptions
+) -> tuple[UsageRun, float]:
+    """The usage stage on its own topics and group, one org sending HEAVY_SHARE of the records;
+    returns the run and the heavy org's actual share."""
+    config = derived_config(base, "skewed")
+    settings = Settings.model_validate(config)
+    await create_topics(settings, contract_topics(settings), options.partitions)
+    try:
+        layout = OrgLayout(options.keys, options.orgs, HEAVY_SHARE)
+        plan = list(plan_load(options.records, layout, exponent=options.exponent, seed=2))
+        run, _ = await usage_run(
+            config,
+            workdir,
+            plan,
+            keys=options.keys,
+            orgs=options.orgs,
+            workers=options.workers,
+            name="skewed",
+        )
+    finally:
+        await remove_topics(settings)
+    return run, sum(1 for record in plan if record.org == 0) / len(plan)
+
+
+def bench(options: BenchOptions, *, json_path: str | None, plot_path: str | None) -> int:
+    """Entry point of `quota-pipeline bench`."""
+    from pipeline.bench.report import show, write_json, write_plot
+
+    result = asyncio.run(run_bench(options))
+    show(result, Console())
+    if json_path:
+        write_json(result, Path(json_path))
+    if plot_path:
+        write_plot(result, Path(plot_path))
+    return 0
