@@ -21,12 +21,13 @@ import orjson
 from aiohttp import web
 
 from pipeline.cli.files import publish
+from pipeline.cli.topics import contract_topics
 from pipeline.config import Settings
 from pipeline.devtools.demo import remove_topics
 from pipeline.devtools.local import WorkerProcess
 from pipeline.devtools.receiver import WebhookReceiver
 from pipeline.devtools.smtp_server import LocalSmtpServer
-from pipeline.engine.clients import contract_topics, create_topics, wait_committed
+from pipeline.engine.clients import create_topics, wait_committed
 from pipeline.usage.quota import Crossing
 from pipeline.usage.triggers import trigger_event
 

@@ -22,22 +22,18 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from pipeline.bench.delivery import derived_config
 from pipeline.bench.plan import crossing_keys, latency_plan, percentile
 from pipeline.bench.usage import start_workers, stop_workers, worker_configs
 from pipeline.cli.files import publish
+from pipeline.cli.topics import contract_topics
 from pipeline.config import Settings
 from pipeline.devtools.demo import remove_topics
 from pipeline.devtools.receiver import ReceivedWebhook, WebhookReceiver
-from pipeline.engine.clients import (
-    KeyPartitions,
-    contract_topics,
-    create_topics,
-    partitioned_batches,
-    wait_committed,
-)
+from pipeline.engine import clients
+from pipeline.engine.batches import KeyPartitions, partitioned_batches
+from pipeline.engine.clients import create_topics, wait_committed
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +184,7 @@ class Tick(NamedTuple):
     crossings: list[str]
 
 
-def fill_ticks(producer: AIOKafkaProducer, load: list[LatencyRecord], rate: float) -> list[Tick]:
+def fill_ticks(producer: clients.Producer, load: list[LatencyRecord], rate: float) -> list[Tick]:
     """``load`` cut into the record batches of each TICK at ``rate``, per partition."""
     per_tick = max(1, round(rate * TICK))
     ticks = []
@@ -213,12 +209,10 @@ async def produce_steadily(
     """
     loop = asyncio.get_running_loop()
     topic = settings.topics.requests
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap_servers, max_batch_size=262_144
-    )
-    await producer.start()
     sent_at: dict[str, float] = {}
-    try:
+    async with clients.producer(
+        settings, enable_idempotence=False, acks=1, max_batch_size=262_144
+    ) as producer:
         partition_of = KeyPartitions(sorted(await producer.partitions_for(topic)))
         ticks = fill_ticks(producer, encode_latency_load(records, rate, plan, partition_of), rate)
         started = loop.time()
@@ -234,8 +228,6 @@ async def produce_steadily(
         # loop, and with it the receiver, for over a second, and the last webhooks seemed late.
         await producer.flush()
         took = loop.time() - started
-    finally:
-        await producer.stop()
     return sent_at, took
 
 

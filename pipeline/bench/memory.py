@@ -23,10 +23,11 @@ from pipeline.bench.delivery import derived_config
 from pipeline.bench.plan import PlannedRecord
 from pipeline.bench.usage import USAGE_SESSION, key_name, produce_load, stop_workers
 from pipeline.cli.files import publish
+from pipeline.cli.topics import contract_topics
 from pipeline.config import Settings
 from pipeline.devtools.demo import remove_topics
 from pipeline.devtools.local import WorkerProcess
-from pipeline.engine.clients import contract_topics, create_topics, wait_committed
+from pipeline.engine.clients import create_topics, wait_committed
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from rich.table import Table
 from pipeline.bench.plan import TARGETS, verdict
 
 if TYPE_CHECKING:
-    from pipeline.bench.run import BenchResult
+    from pipeline.bench.results import BenchResult
 
 VERDICT_STYLE = {"met": "green", "not met": "red", "n/a": "dim"}
 

@@ -19,90 +19,31 @@ Each part uses its own app id and topics, and deletes them when it ends.
 from __future__ import annotations
 
 import asyncio
-import statistics
 import tempfile
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from pipeline.bench.delivery import (
-    DeliveryBench,
     derived_config,
     run_delivery_bench,
     run_email_bench,
 )
-from pipeline.bench.latency import LatencyBench, run_latency_bench
-from pipeline.bench.memory import MemoryBench, run_memory_bench
-from pipeline.bench.plan import CROSSING_EVERY, HEAVY_SHARE, OrgLayout, plan_load
+from pipeline.bench.latency import run_latency_bench
+from pipeline.bench.memory import run_memory_bench
+from pipeline.bench.plan import HEAVY_SHARE, OrgLayout, plan_load
+from pipeline.bench.results import BenchOptions, BenchResult
 from pipeline.bench.usage import UsageRun, ceiling, usage_run
+from pipeline.cli.topics import contract_topics
 from pipeline.config import Settings
 from pipeline.devtools.demo import remove_topics
 from pipeline.devtools.local import isolated_config
-from pipeline.engine.clients import contract_topics, create_topics, probe_broker
+from pipeline.engine.clients import create_topics, probe_broker
 
 #: Passes of the bare consumer over the load, of which the ceiling is the median.
 CEILING_PASSES = 3
-
-
-@dataclass(frozen=True)
-class BenchOptions:
-    """What `quota-pipeline bench` was asked to measure."""
-
-    records: int
-    keys: int
-    orgs: int
-    partitions: int
-    workers: int = 1
-    #: The key distribution as given (``zipf:S``), None for uniform keys.
-    skew: str | None = None
-    #: Its exponent S.
-    exponent: float | None = None
-    #: Seconds of steady load in the latency run; 0 skips it.
-    latency_seconds: float = 20.0
-    #: One record in this many of the latency run crosses a threshold.
-    crossing_every: int = CROSSING_EVERY
-    #: Keys of the memory run; 0 skips it.
-    active_keys: int = 0
-    deliveries: int = 0
-    emails: int = 0
-
-
-@dataclass(frozen=True)
-class BenchResult:
-    """What one bench run measured."""
-
-    options: BenchOptions
-    produce_per_s: float
-    #: The ceiling of each pass over the load, records/s.
-    ceiling_passes: tuple[float, ...]
-    #: The usage stage with keys spread evenly over the orgs.
-    usage: UsageRun
-    #: The usage stage when one org sends ``heavy_share`` of the records.
-    skewed: UsageRun
-    #: The heavy org's share of the skewed run's records, as produced.
-    heavy_share: float
-    latency: LatencyBench | None = None
-    memory: MemoryBench | None = None
-    deliveries: DeliveryBench | None = None
-    emails_per_s: float | None = None
-
-    @property
-    def ceiling_per_s(self) -> float:
-        """The median pass: a single pass is noisy on a shared machine (278,982 to 502,233
-        records/s between runs of one day, up to a quarter apart within a run)."""
-        return statistics.median(self.ceiling_passes)
-
-    @property
-    def ratio(self) -> float:
-        """Usage stage / ceiling, both in records/s."""
-        return self.usage.records_per_s / self.ceiling_per_s if self.ceiling_per_s else 0.0
-
-    @property
-    def skewed_over_uniform(self) -> float:
-        return self.skewed.records_per_s / self.usage.records_per_s
 
 
 async def run_bench(options: BenchOptions) -> BenchResult:

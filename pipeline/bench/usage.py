@@ -11,17 +11,20 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from pipeline.bench.plan import PlannedRecord
 from pipeline.cli.files import publish
 from pipeline.config import Settings
 from pipeline.devtools.local import WorkerProcess, free_port, wait_group_settled
-from pipeline.engine.clients import KeyPartitions, partitioned_batches, wait_committed
+from pipeline.engine.batches import KeyPartitions, partitioned_batches
+from pipeline.engine.clients import consumer, partitions_of, producer, wait_committed
 
 #: Event time of the first record of a usage run; the load runs at 1,000 records per second of
 #: event time, well inside one quota period of the sessions.
 T0 = 1_700_000_000.0
+#: The load generator's producer: no idempotence (one connection's worth of ordering is
+#: enough), large batches that wait up to 20 ms to fill.
+LOAD_PRODUCER = {"enable_idempotence": False, "acks": 1, "linger_ms": 20, "max_batch_size": 262_144}
 #: Each key's session in the usage runs: a quota that the hottest keys of a zipf load cross.
 USAGE_SESSION = {"quota_max": 1000, "quota_renewal_rate": 3600}
 #: Each org's record in the usage runs: a quota that no load reaches (org usage is counted, as
@@ -108,55 +111,38 @@ async def produce_load(settings: Settings, plan: Iterable[PlannedRecord]) -> Pro
     and the broker on this 2-core machine. One ``send`` per record made about 30,000 records/s.
     """
     topic = settings.topics.requests
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=20, max_batch_size=262_144
-    )
-    await producer.start()
-    try:
-        partitions = sorted(await producer.partitions_for(topic))
+    async with producer(settings, **LOAD_PRODUCER) as client:
+        partitions = sorted(await client.partitions_for(topic))
         load = encode_load(plan, partitions)
-        batches = partitioned_batches(producer, load.records)
+        batches = partitioned_batches(client, load.records)
         started = time.perf_counter()
         acks = [
-            await producer.send_batch(batch, topic, partition=partition)
+            await client.send_batch(batch, topic, partition=partition)
             for partition, batch in batches
         ]
         await asyncio.gather(*acks)
-    finally:
-        await producer.stop()
     records = len(load.records)
     return Produced(records, load.requests, records / (time.perf_counter() - started), started)
 
 
 async def ceiling(settings: Settings, records: int) -> float:
     """A bare consumer reading and decoding every record: the rate the pipeline is held to."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
-    await consumer.start()
-    try:
+    async with consumer(
+        settings, isolation_level="read_uncommitted", max_partition_fetch_bytes=4 * 1024 * 1024
+    ) as client:
         # Assigned, not subscribed: no group join inside the timed part.
-        partitions = await consumer._client.fetch_all_metadata()
-        tps = [
-            TopicPartition(settings.topics.requests, p)
-            for p in partitions.partitions_for_topic(settings.topics.requests) or ()
-        ]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        tps = await partitions_of(settings, settings.topics.requests)
+        client.assign(tps)
+        await client.seek_to_beginning(*tps)
         seen = 0
         started = time.perf_counter()
         while seen < records:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            batch = await client.getmany(timeout_ms=1000, max_records=10_000)
             for messages in batch.values():
                 for message in messages:
                     orjson.loads(message.value)
                 seen += len(messages)
         return records / (time.perf_counter() - started)
-    finally:
-        await consumer.stop()
 
 
 def worker_configs(config: dict[str, Any], workers: int) -> list[dict[str, Any]]:

@@ -209,7 +209,8 @@ def run_bench_command(args: argparse.Namespace, settings: Settings) -> int:
     import importlib.util
 
     from pipeline.bench.plan import CROSSING_EVERY, parse_skew
-    from pipeline.bench.run import BenchOptions, bench
+    from pipeline.bench.results import BenchOptions
+    from pipeline.bench.run import bench
 
     if min(args.records, args.keys, args.orgs, args.partitions, args.workers) < 1:
         raise UsageError("--records, --keys, --orgs, --partitions and --workers must be at least 1")
@@ -243,6 +244,8 @@ def run_bench_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_topics_command(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.cli.topics import create_topics_command
+
     return asyncio.run(create_topics_command(settings, args.partitions))
 
 
@@ -260,17 +263,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     return COMMANDS[args.command](args, settings)
-
-
-async def create_topics_command(settings: Settings, partitions: int | None) -> int:
-    from pipeline.engine.clients import contract_topics, create_topics
-
-    if partitions is not None and partitions < 1:
-        raise UsageError("--partitions must be at least 1")
-    count = partitions or settings.kafka.partitions
-    for name, created in await create_topics(settings, contract_topics(settings), count):
-        print(f"{'created' if created else 'exists '} {name}")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:

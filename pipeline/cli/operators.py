@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -23,6 +22,7 @@ from rich.table import Table
 from pipeline.config import Settings
 from pipeline.delivery.jobs import DeliveryJob
 from pipeline.delivery.planning import Notifier, rebuild
+from pipeline.engine import clients
 from pipeline.engine.clients import producer
 from pipeline.errors import UsageError
 
@@ -57,31 +57,10 @@ class Window:
 
 async def read_topic(settings: Settings, topic: str) -> list[Any]:
     """Every committed record of ``topic`` up to its end when called, in partition order."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-    )
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise UsageError(f"topic {topic} does not exist")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        records: list[Any] = []
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            for messages in batch.values():
-                records.extend(messages)
-        return records
-    finally:
-        await consumer.stop()
+    records = await clients.read_topic(settings, topic)
+    if records is None:
+        raise UsageError(f"topic {topic} does not exist")
+    return records
 
 
 def select_dead_letters(

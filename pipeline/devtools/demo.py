@@ -20,13 +20,13 @@ import orjson
 from rich.console import Console
 
 from pipeline.cli.files import mask, publish
+from pipeline.cli.topics import contract_topics
 from pipeline.config import Settings
 from pipeline.devtools.local import WorkerProcess, isolated_config, kafka_local
 from pipeline.devtools.receiver import ReceivedWebhook, WebhookReceiver
 from pipeline.devtools.smtp_server import LocalSmtpServer, ReceivedEmail
 from pipeline.engine.clients import (
     admin_client,
-    contract_topics,
     create_topics,
     probe_broker,
     producer,

@@ -1,117 +1,108 @@
-"""The faust App: its settings, topics and tables. Agents live in their own modules."""
+"""The engine: a faust App behind a few small typed objects, for the stages to build on.
+
+The stages (pipeline.usage, .delivery, .portal, .service) never see a faust object. They get
+:class:`Topic` and :class:`Table` handles, :class:`pipeline.engine.feeds.BulkFeed` s of the
+topics they read in bulk, and they register their agents, tasks and pages through
+:class:`Engine`. What the engine does under that, it does with faust's public API where there
+is one, and with the private names listed in docs/architecture.md where there is not.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol, cast
 
 import faust
-from faust.types import SchemaT, TableT
+from faust.exceptions import DecodeError
+from faust.types import TP, SchemaT, TableT
+from faust.web.base import BlueprintManager
 
 from pipeline.config import Settings
-from pipeline.engine.feeds import BulkFeed
-from pipeline.engine.transactions import BatchGate, install_gate
-from pipeline.service.org_directory import OrgDirectory
-from pipeline.usage.held import HeldLedger
+from pipeline.engine import tables as table_io
+from pipeline.engine.acks import OrderedAcks
+from pipeline.engine.consumer import LosslessFetchConsumer
+from pipeline.engine.feeds import Batch, BulkFeed, SourceEvent
+from pipeline.engine.runs import Reject, handle_each, process_runs, run_bounded
+from pipeline.engine.transactions import emit, emit_all
+from pipeline.engine.transport import SCHEME, hooks_of
 
 #: Record keys and values travel as bytes: we decode them ourselves so that a bad record becomes
 #: a pipeline.rejected record with a reason instead of a faust decode error that skips it.
 RAW: SchemaT[bytes, bytes] = faust.Schema(
     key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
 )
+#: Our tables: str keys; values are plain JSON documents (faust's json codec, orjson underneath).
+TABLE_SCHEMA: SchemaT[str, Any] = faust.Schema(
+    key_type=str, key_serializer="raw", value_serializer="json"
+)
 
 
-#: Records of gateway.requests fetched ahead of the usage agent: two of its largest batches.
-REQUESTS_FEED_CAPACITY = 40_000
-#: Records of quota.sessions, quota.orgs and the org partials fetched ahead of their agents.
-STATE_FEED_CAPACITY = 10_000
-#: Seconds between sweeps of a partition's held requests (expired ones dropped, the rest
-#: counted): see pipeline.usage.held.
-SWEEP_EVERY = 60.0
+class Topic:
+    """A topic, as the stages see it: its name, and sending a record to it."""
+
+    def __init__(self, engine: Engine, topic: faust.TopicT) -> None:
+        self._engine = engine
+        self.faust_topic = topic
+        self.name: str = topic.get_topic_name()
+
+    async def send(self, key: bytes | None, value: bytes | None) -> Awaitable[Any]:
+        """Hand a record to the producer; returns the broker's acknowledgement to await.
+
+        Straight to the producer: records are bytes already, and faust's Topic.send (a
+        FutureMessage, its channel, serializers that do nothing) cost as much again."""
+        producer = self._engine.app.producer
+        sent: Awaitable[Any] = await producer.send(self.name, key, value, None, None, None)
+        return sent
 
 
-@dataclass(frozen=True)
-class Topics:
-    """The contract topics, as faust topics."""
+class Table:
+    """A changelogged table, as the stages see it: JSON values by str key, read and written a
+    batch at a time on behalf of a source record's partition (pipeline.engine.tables)."""
 
-    requests: faust.TopicT
-    sessions: faust.TopicT
-    orgs: faust.TopicT
-    triggers: faust.TopicT
-    portal_events: faust.TopicT
-    dlq: faust.TopicT
-    rejected: faust.TopicT
-    #: Internal, keyed by org id: per-batch partial sums from the usage agent.
-    org_partials: faust.TopicT
+    def __init__(self, engine: Engine, table: TableT[str, Any]) -> None:
+        self._engine = engine
+        self.faust_table = table
+        self.name: str = table.name
 
+    def read(self, source: SourceEvent, keys: Iterable[str]) -> dict[str, Any]:
+        return table_io.read_all(self.faust_table, source, keys)
 
-@dataclass(frozen=True)
-class Tables:
-    """Changelogged state, co-partitioned with the topics keyed the same way."""
+    async def write(self, source: SourceEvent, items: Mapping[str, Any]) -> None:
+        await table_io.write_all(self._engine.app, self.faust_table, source, items)
 
-    #: API key -> the fields of its Session the pipeline reads (monitoring.compact_session).
-    sessions: TableT[str, Any]
-    #: API key -> its UsageState, as JSON.
-    key_usage: TableT[str, Any]
-    #: org id -> its quota and event options (monitoring.compact_org).
-    orgs: TableT[str, Any]
-    #: org id -> its UsageState, as JSON.
-    org_usage: TableT[str, Any]
-    #: source partition -> offset of the last record applied (pipeline.usage.watermarks).
-    applied: TableT[str, Any]
-    #: API key -> requests waiting for its session (pipeline.usage.held).
-    held_requests: TableT[str, Any]
-    #: org id -> partial sums waiting for its org record (pipeline.usage.held).
-    held_partials: TableT[str, Any]
+    def scan(self, source: SourceEvent) -> Iterator[tuple[str, Any]]:
+        return table_io.scan_partition(self.faust_table, source)
+
+    def get(self, key: str, source: Any = None) -> Any:
+        """One value outside a batch (a web request, a delivery): of ``source``'s partition,
+        or found in whichever this worker holds. None for a value that does not decode."""
+        try:
+            if source is None:
+                return self.faust_table.get(key)
+            with table_io.acting_for(source):
+                return self.faust_table.get(key)
+        except (DecodeError, ValueError):
+            return None
 
 
-@dataclass(frozen=True)
-class Pipeline:
-    """Everything a worker runs, built once from the settings."""
+class EventStream(Protocol):
+    """The events of a topic read through faust's streams, acknowledged by the agent."""
 
-    app: faust.App
-    settings: Settings
-    topics: Topics
-    tables: Tables
-    #: Keeps commits between whole batches: see pipeline.engine.transactions.
-    gate: BatchGate
-    #: The records of gateway.requests, read in bulk: see pipeline.engine.feeds.
-    requests_feed: BulkFeed
-    #: The records of quota.sessions, quota.orgs and the org partials, read in bulk.
-    sessions_feed: BulkFeed
-    orgs_feed: BulkFeed
-    partials_feed: BulkFeed
-    #: The records of quota.triggers, read in bulk by the delivery agent.
-    triggers_feed: BulkFeed
-    #: The records of each retry tier (``delivery.retry_schedule``), read in bulk by its agent.
-    retry_feeds: tuple[BulkFeed, ...]
-    #: Held while a batch goes from planned to written (its events are sent in between), so
-    #: that session and org changes never land in that gap and get overwritten.
-    key_writes: asyncio.Lock = field(default_factory=asyncio.Lock)
-    org_writes: asyncio.Lock = field(default_factory=asyncio.Lock)
-    #: Every org's event_options, for the delivery agents of every worker.
-    org_directory: OrgDirectory = field(default_factory=OrgDirectory)
-    #: What each partition holds for keys without a session, and orgs without a record.
-    held_keys: HeldLedger = field(default_factory=lambda: HeldLedger(SWEEP_EVERY))
-    held_orgs: HeldLedger = field(default_factory=lambda: HeldLedger(SWEEP_EVERY))
+    def events(self) -> AsyncIterator[Any]: ...
 
-
-def retry_tier_name(settings: Settings, index: int) -> str:
-    """The internal topic of the ``index``-th step of ``delivery.retry_schedule``."""
-    return f"{settings.app_id}-retry-{index}"
+    async def ack(self, event: Any) -> None: ...
 
 
 def broker_urls(bootstrap_servers: str) -> list[str]:
-    """faust wants one ``kafka://`` URL per bootstrap server."""
+    """One URL per bootstrap server, with the scheme that selects our transport."""
     return [
-        f"kafka://{server.strip()}" for server in bootstrap_servers.split(",") if server.strip()
+        f"{SCHEME}://{server.strip()}" for server in bootstrap_servers.split(",") if server.strip()
     ]
 
 
-def create_app(settings: Settings, **overrides: Any) -> faust.App:
-    """A faust App configured from the settings; ``overrides`` are for tests."""
-    options: dict[str, Any] = {
+def faust_options(settings: Settings) -> dict[str, Any]:
+    """The faust App's settings, from ours."""
+    return {
         "broker": broker_urls(settings.kafka.bootstrap_servers),
         "store": "rocksdb://" if settings.store == "rocksdb" else "memory://",
         "datadir": str(settings.data_dir),
@@ -132,77 +123,189 @@ def create_app(settings: Settings, **overrides: Any) -> faust.App:
         "table_standby_replicas": settings.kafka.standby_replicas,
         "consumer_max_fetch_size": settings.kafka.max_partition_fetch_bytes,
     }
-    options.update(overrides)
-    return faust.App(settings.app_id, **options)
 
 
-def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
-    """The App with the contract's topics and the tables; agents are attached by the caller."""
-    app = create_app(settings, **overrides)
-    names = settings.topics
-    topics = Topics(
-        requests=app.topic(names.requests, schema=RAW),
-        sessions=app.topic(names.sessions, schema=RAW),
-        orgs=app.topic(names.orgs, schema=RAW),
-        triggers=app.topic(names.triggers, schema=RAW),
-        portal_events=app.topic(names.portal_events, schema=RAW),
-        dlq=app.topic(names.dlq, schema=RAW),
-        rejected=app.topic(names.rejected, schema=RAW),
-        org_partials=app.topic(
-            f"{settings.app_id}-org-partials",
-            schema=RAW,
-            internal=True,
-            partitions=settings.kafka.partitions,
-        ),
-    )
-    table_options: dict[str, Any] = {
-        "partitions": settings.kafka.partitions,
-        # str keys; values are plain JSON documents (faust's json codec, orjson underneath).
-        "schema": faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
-    }
-    tables = Tables(
-        sessions=app.Table("sessions", **table_options),
-        key_usage=app.Table("key_usage", **table_options),
-        orgs=app.Table("orgs", **table_options),
-        org_usage=app.Table("org_usage", **table_options),
-        applied=app.Table("applied_offsets", **table_options),
-        held_requests=app.Table("held_requests", **table_options),
-        held_partials=app.Table("held_partials", **table_options),
-    )
-    gate = BatchGate()
-    requests_feed = BulkFeed(capacity=REQUESTS_FEED_CAPACITY)
-    sessions_feed = BulkFeed(capacity=STATE_FEED_CAPACITY)
-    orgs_feed = BulkFeed(capacity=STATE_FEED_CAPACITY)
-    partials_feed = BulkFeed(capacity=STATE_FEED_CAPACITY)
-    # As many waiting as the delivery agent handles at once: enough to keep it busy. Full (an
-    # endpoint hanging until its breaker opens holds every delivery place), it pauses only
-    # quota.triggers: holding the fetcher back would stop the usage stage of this worker too.
-    triggers_feed = BulkFeed(capacity=settings.delivery.events_in_flight, pauses_when_full=True)
-    # A tier's agent holds its jobs until they are due, for hours in the later tiers: a full
-    # feed pauses only the tier, where a full faust stream queue stopped the whole fetcher.
-    retry_feeds = tuple(
-        BulkFeed(capacity=settings.delivery.events_in_flight, pauses_when_full=True)
-        for _ in settings.delivery.retry_schedule
-    )
-    feeds = {
-        names.requests: requests_feed,
-        names.sessions: sessions_feed,
-        names.orgs: orgs_feed,
-        topics.org_partials.get_topic_name(): partials_feed,
-        names.triggers: triggers_feed,
-    }
-    feeds |= {retry_tier_name(settings, index): feed for index, feed in enumerate(retry_feeds)}
-    install_gate(app, gate, feeds)
-    return Pipeline(
-        app=app,
-        settings=settings,
-        topics=topics,
-        tables=tables,
-        gate=gate,
-        requests_feed=requests_feed,
-        sessions_feed=sessions_feed,
-        orgs_feed=orgs_feed,
-        partials_feed=partials_feed,
-        triggers_feed=triggers_feed,
-        retry_feeds=retry_feeds,
-    )
+class Engine:
+    """One faust App, configured from the settings; topics, tables, feeds and agents are
+    added before it starts."""
+
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
+        """``overrides`` are faust settings, for tests."""
+        self.settings = settings
+        self.app = faust.App(settings.app_id, **{**faust_options(settings), **overrides})
+        # Our own pages only: faust's (its tables, the router, statistics) would answer
+        # without the token, and its table pages show sessions with developers' emails.
+        self.app.web.blueprints = BlueprintManager()
+
+    # --- what the stages are built from ---------------------------------------------------
+
+    def topic(self, name: str, *, internal: bool = False) -> Topic:
+        """A topic of raw records; an internal one is made by the worker (the App's id in its
+        name), with the configured partitions."""
+        options: dict[str, Any] = {"schema": RAW}
+        if internal:
+            options |= {"internal": True, "partitions": self.settings.kafka.partitions}
+        return Topic(self, self.app.topic(name, **options))
+
+    def table(self, name: str) -> Table:
+        return Table(
+            self,
+            self.app.Table(name, partitions=self.settings.kafka.partitions, schema=TABLE_SCHEMA),
+        )
+
+    def feed(self, topic: Topic, capacity: int, *, pauses_when_full: bool = False) -> BulkFeed:
+        """The records of ``topic``, handed over a fetch at a time rather than through faust's
+        streams (pipeline.engine.feeds)."""
+        feed = BulkFeed(capacity, pauses_when_full=pauses_when_full)
+        hooks_of(self.app).feeds[topic.name] = feed
+        return feed
+
+    # --- agents, tasks, pages -------------------------------------------------------------
+
+    def bulk_agent(
+        self,
+        topic: Topic,
+        feed: BulkFeed,
+        handle: Callable[[dict[TP, list[Any]]], Awaitable[None]],
+        *,
+        name: str,
+        max_records: int,
+        within: float,
+        ready: Callable[[Batch], Awaitable[bool]] | None = None,
+    ) -> None:
+        """Hand the records of ``feed`` to ``handle`` in batches, by partition, each under the
+        commit gate (pipeline.engine.runs.process_runs)."""
+
+        async def agent(stream: Any) -> None:
+            # faust subscribes the agent to the topic (group membership, co-partitioned
+            # tables); the records come through the feed, not through ``stream``.
+            await process_runs(
+                feed,
+                hooks_of(self.app).gate,
+                self.consumer,
+                handle,
+                max_records=max_records,
+                within=within,
+                ready=ready,
+            )
+
+        self.app.agent(topic.faust_topic, name=name)(agent)
+
+    def each_agent(
+        self,
+        topic: Topic,
+        feed: BulkFeed,
+        handle: Callable[[Any], Awaitable[None]],
+        *,
+        name: str,
+        limit: int,
+        max_records: int,
+        reject: Reject,
+        due: Callable[[bytes | None], float] | None = None,
+        before: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Handle each record of ``feed`` on its own, ``limit`` at a time
+        (pipeline.engine.runs.handle_each); ``before`` runs once first."""
+
+        async def agent(stream: Any) -> None:
+            if before is not None:
+                await before()
+            await handle_each(
+                feed,
+                self.consumer,
+                handle,
+                limit=limit,
+                max_records=max_records,
+                reject=reject,
+                due=due,
+            )
+
+        self.app.agent(topic.faust_topic, name=name)(agent)
+
+    def stream_agent(
+        self, topic: Topic, body: Callable[[EventStream], Awaitable[None]], *, name: str
+    ) -> None:
+        """An agent over faust's stream of ``topic``, acknowledging events itself."""
+
+        async def agent(stream: Any) -> None:
+            manual = stream.noack()
+
+            class Events:
+                def events(self) -> AsyncIterator[Any]:
+                    iterator: AsyncIterator[Any] = manual.events()
+                    return iterator
+
+                async def ack(self, event: Any) -> None:
+                    await manual.ack(event)
+
+            await body(Events())
+
+        self.app.agent(topic.faust_topic, name=name)(agent)
+
+    def concurrent_agent(
+        self,
+        topic: Topic,
+        handle: Callable[[Any], Awaitable[None]],
+        *,
+        name: str,
+        limit: int,
+        reject: Reject,
+        before: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Handle each event of faust's stream of ``topic`` in a task of its own, ``limit``
+        at a time (pipeline.engine.runs.run_bounded)."""
+
+        async def body(stream: EventStream) -> None:
+            if before is not None:
+                await before()
+            await run_bounded(
+                stream.events(), limit, handle, OrderedAcks(stream.ack), reject=reject
+            )
+
+        self.stream_agent(topic, body, name=name)
+
+    def task(self, coroutine: Callable[[], Awaitable[None]]) -> None:
+        """Run ``coroutine`` for as long as the worker runs."""
+        self.app.task(coroutine)
+
+    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Call ``callback`` as the worker stops, after the agents."""
+
+        async def stopping(app: Any, /, *args: Any, **kwargs: Any) -> None:
+            await callback()
+
+        self.app.on_before_shutdown.connect(stopping)
+
+    # --- what the engine tells ------------------------------------------------------------
+
+    @property
+    def consumer(self) -> LosslessFetchConsumer:
+        """The App's consumer: our transport's (pipeline.engine.transport)."""
+        return cast(LosslessFetchConsumer, self.app.consumer)
+
+    def assigned_once(self) -> bool:
+        """Whether the worker has been through a rebalance (partitions and tables ready)."""
+        return bool(self.app.rebalancing_count > 0)
+
+    def rebalancing(self) -> bool:
+        return bool(self.app.rebalancing)
+
+    def generation(self) -> int:
+        """The consumer group generation this worker last joined."""
+        generation: int = self.app.consumer_generation_id
+        return generation
+
+    # --- sends in a batch's transaction ---------------------------------------------------
+
+    async def emit(
+        self, source: SourceEvent, topic: Topic, records: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Send ``records`` (key, value) in ``source``'s transaction, as record batches; return
+        once the broker has them all (pipeline.engine.transactions.emit_all)."""
+        await emit_all(self.app, source, topic.faust_topic, records)
+
+    async def emit_one(
+        self, source: Any, topic: Topic, key: bytes | None, value: bytes
+    ) -> Awaitable[Any]:
+        """Send one record in ``source``'s transaction; returns the acknowledgement to await."""
+        return await emit(self.app, source, topic.faust_topic, key, value)

@@ -17,7 +17,7 @@ last offsets of a topic can hold no record (transaction markers, records compact
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from faust.types import TP
@@ -63,7 +63,10 @@ class CatchUp:
     """Holds an agent's batches back until ``followed`` (the feed of another topic) is caught
     up on the same partitions, after each assignment (each epoch of the waiting feed)."""
 
-    def __init__(self, topic: str, followed: BulkFeed) -> None:
+    def __init__(self, progress: Callable[[], Progress], topic: str, followed: BulkFeed) -> None:
+        """``progress`` gives the consumer that reads both topics (made once the worker
+        runs)."""
+        self._progress = progress
         self.topic = topic
         self._followed = followed
         self._epoch: int | None = None
@@ -71,13 +74,12 @@ class CatchUp:
         self._targets: dict[int, int] = {}
         self._done: set[int] = set()
 
-    async def wait(
-        self, progress: Progress, partitions: Iterable[int], waiting: BulkFeed, epoch: int
-    ) -> bool:
+    async def wait(self, partitions: Iterable[int], waiting: BulkFeed, epoch: int) -> bool:
         """Return True once ``partitions`` of the followed topic are caught up, or False as
         soon as ``waiting`` is cleared (a rebalance: the batch that waits is stale)."""
         if epoch != self._epoch:
             self._epoch, self._targets, self._done = epoch, {}, set()
+        progress = self._progress()
         pending = [partition for partition in partitions if partition not in self._done]
         if not pending:
             return True

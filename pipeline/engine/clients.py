@@ -1,4 +1,6 @@
-"""Kafka clients for the command line: admin, producer, broker probe.
+"""Every Kafka client the project makes outside the worker's App: admin (topics, committed
+offsets), producers, and consumers that read a topic from its beginning (the org directory,
+the operators' commands, the bench).
 
 aiokafka's errors are translated here, once, into :class:`BrokerUnavailable`.
 """
@@ -9,10 +11,9 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from itertools import zip_longest
 from typing import Any, NamedTuple
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     GroupCoordinatorNotAvailableError,
@@ -20,92 +21,13 @@ from aiokafka.errors import (
     KafkaTimeoutError,
     TopicAlreadyExistsError,
 )
-from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline.config import Settings
 from pipeline.errors import BrokerUnavailable
 
-#: A week; the dead-letter topic keeps four weeks so operators have time to redrive.
-DLQ_RETENTION_MS = 28 * 24 * 3600 * 1000
-
-
-class RecordBatches:
-    """Records for one partition, appended to aiokafka record batches, each sent once full.
-
-    ``send`` per record costs about 10 µs in aiokafka alone (and 30 µs or more through faust);
-    appending to a batch 2 to 5 µs.
-    """
-
-    def __init__(self, producer: Any, topic: str, partition: int) -> None:
-        self._producer = producer
-        self._topic = topic
-        self._partition = partition
-        self._batch = producer.create_batch()
-        #: The broker's acknowledgement of each batch sent, in order.
-        self.acks: list[asyncio.Future[Any]] = []
-        #: Records in the batch being filled (the last, once :meth:`close` sent it).
-        self.in_last = 0
-
-    async def add(self, key: bytes | None, value: bytes | None) -> None:
-        if self._batch.append(key=key, value=value, timestamp=None) is None:  # full: send it
-            await self._send()
-            self._batch = self._producer.create_batch()
-            self._batch.append(key=key, value=value, timestamp=None)  # the first always fits
-            self.in_last = 0
-        self.in_last += 1
-
-    async def close(self) -> list[asyncio.Future[Any]]:
-        """Send the batch being filled (unless empty); the acknowledgements of every batch."""
-        if self.in_last:
-            await self._send()
-        return self.acks
-
-    async def _send(self) -> None:
-        sent = await self._producer.send_batch(self._batch, self._topic, partition=self._partition)
-        self.acks.append(sent)
-
-
-def filled_batches(
-    producer: Any, records: Iterable[tuple[bytes | None, bytes | None]]
-) -> list[Any]:
-    """``records`` appended, in order, to as many record batches as they take (none sent)."""
-    batches: list[Any] = []
-    for key, value in records:
-        if not batches or batches[-1].append(key=key, value=value, timestamp=None) is None:
-            batches.append(producer.create_batch())
-            batches[-1].append(key=key, value=value, timestamp=None)  # the first always fits
-    return batches
-
-
-def partitioned_batches(
-    producer: Any, records: Iterable[tuple[int, bytes, bytes]]
-) -> list[tuple[int, Any]]:
-    """``records`` (partition, key, value) in record batches (none sent), each partition's in
-    order, the partitions taken in turn so that sending them fills every partition at once."""
-    by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-    for partition, key, value in records:
-        by_partition.setdefault(partition, []).append((key, value))
-    filled = [
-        [(partition, batch) for batch in filled_batches(producer, in_partition)]
-        for partition, in_partition in by_partition.items()
-    ]
-    return [batch for turn in zip_longest(*filled) for batch in turn if batch is not None]
-
-
-class KeyPartitions:
-    """A key's partition under aiokafka's default partitioner (where a keyed send puts it),
-    remembered per key: murmur2 in Python costs a few µs, and load generators reuse keys."""
-
-    def __init__(self, partitions: list[int]) -> None:
-        self.partitions = partitions
-        self._partitioner = DefaultPartitioner()
-        self._known: dict[bytes, int] = {}
-
-    def __call__(self, key: bytes) -> int:
-        partition = self._known.get(key)
-        if partition is None:
-            partition = self._known[key] = self._partitioner(key, self.partitions, self.partitions)
-        return partition
+#: The producer and consumer types the clients here make (for the bench's annotations).
+Producer = AIOKafkaProducer
+Consumer = AIOKafkaConsumer
 
 
 def broker_unwell(exc: BaseException) -> bool:
@@ -117,22 +39,6 @@ def broker_unwell(exc: BaseException) -> bool:
 class TopicSpec(NamedTuple):
     name: str
     config: dict[str, str]
-
-
-def contract_topics(settings: Settings) -> list[TopicSpec]:
-    """Every topic of the contract with its cleanup policy."""
-    names = settings.topics
-    delete = {"cleanup.policy": "delete"}
-    compact = {"cleanup.policy": "compact"}
-    return [
-        TopicSpec(names.requests, delete),
-        TopicSpec(names.sessions, compact),
-        TopicSpec(names.orgs, compact),
-        TopicSpec(names.triggers, delete),
-        TopicSpec(names.portal_events, delete),
-        TopicSpec(names.dlq, {**delete, "retention.ms": str(DLQ_RETENTION_MS)}),
-        TopicSpec(names.rejected, delete),
-    ]
 
 
 def _unavailable(settings: Settings, exc: BaseException) -> BrokerUnavailable:
@@ -205,16 +111,110 @@ async def create_topics(
 
 
 @asynccontextmanager
-async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    """An idempotent producer that waits for every replica (acks=all)."""
+async def producer(settings: Settings, **options: Any) -> AsyncIterator[AIOKafkaProducer]:
+    """An idempotent producer that waits for every replica (acks=all); ``options`` add to or
+    replace aiokafka's (the bench's batch sizes)."""
     client = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=5,
+        **{
+            "bootstrap_servers": settings.kafka.bootstrap_servers,
+            "enable_idempotence": True,
+            "acks": "all",
+            "linger_ms": 5,
+            **options,
+        }
     )
     async with _running(settings, client.start, client.stop, 15):
         yield client
+
+
+@asynccontextmanager
+async def consumer(settings: Settings, **options: Any) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer outside any group (partitions are assigned, offsets never committed) that
+    reads committed records only; ``options`` add to or replace aiokafka's."""
+    client = AIOKafkaConsumer(
+        **{
+            "bootstrap_servers": settings.kafka.bootstrap_servers,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "isolation_level": "read_committed",
+            **options,
+        }
+    )
+    async with _running(settings, client.start, client.stop, 15):
+        yield client
+
+
+async def partitions_of(settings: Settings, topic: str) -> list[TopicPartition]:
+    """The partitions of ``topic``, asked of the cluster (a consumer outside a group knows only
+    the topics it is told of, and aiokafka's ``topics()`` does not tell it); none when the
+    topic does not exist."""
+    async with admin_client(settings) as admin:
+        # Asked only of a topic that exists: a metadata request for a missing one creates it
+        # where the broker auto-creates topics, with the broker's partition count.
+        if topic not in await admin.list_topics():
+            return []
+        described = await admin.describe_topics([topic])
+    return [
+        TopicPartition(topic, partition["partition"])
+        for found in described
+        if found["topic"] == topic and found["error_code"] == 0
+        for partition in sorted(found["partitions"], key=lambda p: p["partition"])
+    ]
+
+
+async def read_to(client: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    """Whether every partition of ``ends`` is read up to its end offset there."""
+    for tp, end in ends.items():
+        if await client.position(tp) < end:
+            return False
+    return True
+
+
+async def read_topic(settings: Settings, topic: str) -> list[Any] | None:
+    """Every committed record of ``topic`` up to its end when called, in partition order; None
+    when the topic does not exist."""
+    tps = await partitions_of(settings, topic)
+    if not tps:
+        return None
+    async with consumer(settings) as client:
+        client.assign(tps)
+        await client.seek_to_beginning(*tps)
+        ends = await client.end_offsets(tps)
+        records: list[Any] = []
+        while not await read_to(client, ends):
+            batch = await client.getmany(timeout_ms=1000, max_records=10_000)
+            for messages in batch.values():
+                records.extend(messages)
+        return records
+
+
+async def follow_topic(
+    settings: Settings,
+    topic: str,
+    apply: Callable[[bytes | None, bytes | None], None],
+    caught_up: Callable[[], None],
+) -> None:
+    """Apply every record (key, value) of ``topic`` from its beginning, for as long as this
+    runs; ``caught_up`` is called once every record as of the start has been applied (at once
+    while the topic does not exist: there is nothing to know yet)."""
+    tps = await partitions_of(settings, topic)
+    while not tps:
+        caught_up()
+        await asyncio.sleep(1)  # until `topics create` makes it
+        tps = await partitions_of(settings, topic)
+    async with consumer(settings) as client:
+        client.assign(tps)
+        await client.seek_to_beginning(*tps)
+        ends = await client.end_offsets(tps)
+        told = False
+        while True:
+            if not told and await read_to(client, ends):
+                caught_up()
+                told = True
+            batch = await client.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    apply(record.key, record.value)
 
 
 async def committed(settings: Settings, topic: str) -> int:

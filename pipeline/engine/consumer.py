@@ -382,9 +382,3 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
         monitor = self.app.monitor
         if monitor is not None:
             monitor.stream_inbound_time[tp] = monotonic()
-
-
-def consumer_of(app: Any) -> LosslessFetchConsumer:
-    """The App's consumer, as the type :func:`pipeline.engine.transactions.install_gate` made it."""
-    consumer: LosslessFetchConsumer = app.consumer
-    return consumer

@@ -1,5 +1,5 @@
-"""Helpers every agent shares: batches of a bulk feed under the commit gate, decoding and
-rejecting records, handling events concurrently within a bound."""
+"""How agents run over what they read: batches of a bulk feed under the commit gate, and events
+handled concurrently within a bound, each acknowledged (or rejected) in its partition's order."""
 
 from __future__ import annotations
 
@@ -7,22 +7,17 @@ import asyncio
 import logging
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Generic, NamedTuple, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from faust.types import TP
 
 from pipeline.engine.acks import OrderedAcks
-from pipeline.engine.app import Pipeline
-from pipeline.engine.feeds import Batch, BulkFeed, SourceEvent, by_partition, source_events
-from pipeline.engine.transactions import BatchGate, emit
+from pipeline.engine.feeds import Batch, BulkFeed, by_partition, source_events
+from pipeline.engine.gate import BatchGate
 from pipeline.errors import failure_reason
-from pipeline.records.rejections import copied, loggable, rejection
-from pipeline.service.metrics import REJECTED
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 async def process_runs(
@@ -61,76 +56,6 @@ async def process_runs(
             for tp, records in fetched.items():
                 consumer.ack_offsets(tp, [record.offset for record in records])
                 feed.handled(tp, records[-1].offset)
-
-
-async def send_rejection(pipeline: Pipeline, event: Any, reason: str) -> None:
-    """Route one bad record to pipeline.rejected, in its source's transaction; go on."""
-    message = event.message
-    value = rejection(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        reason=reason,
-        now=time.time(),
-    )
-    # Durable before the record is acknowledged: a rejected record is never simply gone.
-    rejected = pipeline.topics.rejected
-    await (await emit(pipeline.app, event, rejected, copied(message.key), value))
-    REJECTED.labels(topic=message.topic).inc()
-    log.info(
-        "rejected record topic=%s partition=%s offset=%s reason=%s",
-        message.topic,
-        message.partition,
-        message.offset,
-        loggable(reason),
-    )
-
-
-def rejecter(pipeline: Pipeline) -> Reject:
-    """A :data:`Reject` that sends to the pipeline's rejected topic."""
-
-    async def reject(event: Any, reason: str) -> None:
-        await send_rejection(pipeline, event, reason)
-
-    return reject
-
-
-class Decoded(NamedTuple, Generic[T]):
-    """The records of one partition that decoded, and the fetched records they came from."""
-
-    values: list[T]
-    sources: list[Any]
-
-
-async def decode_records(
-    pipeline: Pipeline,
-    tp: TP,
-    records: Iterable[Any],
-    decode: Callable[[bytes | None, bytes | None], T],
-) -> Decoded[T]:
-    """Decode fetched records of partition ``tp`` (of a bulk feed) from their key and value,
-    rejecting every record that fails to, whatever the error: one bad record must never stop
-    the others."""
-    values: list[T] = []
-    sources: list[Any] = []
-    for record in records:
-        try:
-            values.append(decode(record.key, record.value))
-        except Exception as exc:  # InvalidRecord, or a decoder failing on input it never saw
-            await send_rejection(pipeline, SourceEvent.of(tp, record), failure_reason(exc))
-            continue
-        sources.append(record)
-    return Decoded(values, sources)
-
-
-async def reject_failed(
-    pipeline: Pipeline, tp: TP, sources: Sequence[Any], failed: Mapping[int, str]
-) -> None:
-    """Reject the records a plan could not process (``failed``: index in ``sources`` -> why)."""
-    for index, reason in sorted(failed.items()):
-        await send_rejection(pipeline, SourceEvent.of(tp, sources[index]), reason)
 
 
 #: What a handler's failure does with the event it failed on: sends it to pipeline.rejected

@@ -5,14 +5,14 @@ partition and commits a partition's offsets in it. These gaps remain, and this m
 
 1. faust sends a table's changelog writes outside the transaction when the changelog topic is
    not in its consumer's metadata, which it usually is not: a crash then keeps table changes
-   whose offsets never committed. :func:`install_gate`'s consumer resolves the (already known)
-   partition itself, so they go into the transaction.
+   whose offsets never committed. The consumer (pipeline.engine.transport.GatedConsumer)
+   resolves the (already known) partition itself, so they go into the transaction.
 2. faust commits on a timer that runs beside the agents, so a commit could land in the middle of
    a batch: part of the batch's output committed, its offsets not, and after a crash the batch is
-   processed again. :class:`BatchGate` makes batches and commits exclusive: a commit waits until
-   no batch is in flight (and holds new ones back) and for the table writes buffered by faust
-   (3), then computes and commits offsets. A batch is acknowledged before it leaves the gate, so its
-   offsets always commit with its output.
+   processed again. The BatchGate (pipeline.engine.gate) makes batches and commits exclusive: a
+   commit waits until no batch is in flight (and holds new ones back) and for the table writes
+   buffered by faust (3), then computes and commits offsets. A batch is acknowledged before it
+   leaves the gate, so its offsets always commit with its output.
 3. faust buffers table writes and its flush gives up after 0.1 s without progress, and never
    waits for the message its sender task holds: a commit could then carry a batch's offsets
    while the batch's table writes went into the next transaction (and were lost with a crash
@@ -49,8 +49,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager, nullcontext
+from collections.abc import Awaitable, Iterable, Sequence
+from contextlib import nullcontext
 from typing import Any, cast
 
 import faust
@@ -58,63 +58,12 @@ from faust.exceptions import ProducerSendError
 from faust.transport.consumer import TopicPartitionGroup, TransactionManager
 from faust.types import TP
 
-from pipeline.engine.clients import KeyPartitions, RecordBatches
-from pipeline.engine.consumer import LosslessFetchConsumer
-from pipeline.engine.feeds import BulkFeed
+from pipeline.engine.batches import KeyPartitions, RecordBatches
 
 log = logging.getLogger(__name__)
 
 #: How long a commit waits for the table writes before it; then it is put off to the next one.
 DRAIN_TIMEOUT = 30.0
-
-
-class BatchGate:
-    """Many batches at once, or one commit; never both."""
-
-    def __init__(self) -> None:
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._open = asyncio.Event()
-        self._open.set()
-        self._released = asyncio.Event()
-        self._released.set()
-        self._committing = asyncio.Lock()
-
-    def hold(self) -> None:
-        """Keep new batches out until :meth:`release` (while there is no transaction)."""
-        self._released.clear()
-
-    def release(self) -> None:
-        self._released.set()
-
-    @asynccontextmanager
-    async def batch(self) -> AsyncIterator[None]:
-        """Held while one batch is processed and acknowledged."""
-        # Re-check after waking: a commit may have closed the gate again before we ran, and
-        # nothing may await between this check and the count going up.
-        while not (self._open.is_set() and self._released.is_set()):
-            await self._open.wait()
-            await self._released.wait()
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
-
-    @asynccontextmanager
-    async def commit(self) -> AsyncIterator[None]:
-        """Held while offsets are computed and committed; waits for in-flight batches."""
-        async with self._committing:
-            self._open.clear()
-            try:
-                await self._idle.wait()
-                yield
-            finally:
-                self._open.set()
 
 
 def drainable(producer_class: type) -> type:
@@ -169,95 +118,11 @@ class RevokingTransactionManager(TransactionManager):
         await super().on_rebalance(assigned, revoked, newly_assigned)
 
 
-def install_gate(
-    app: faust.App,
-    gate: BatchGate,
-    bulk_feeds: Mapping[str, BulkFeed] | None = None,
-) -> None:
-    """Make the App's consumer commit only through ``gate``, hand the records of the topics of
-    ``bulk_feeds`` to those feeds, and apply changelog records to the tables a fetch at a time
-    (pipeline.engine.recovery). Call before the App starts."""
-
-    class GatedConsumer(LosslessFetchConsumer):
-        def key_partition(
-            self, topic: str, key: bytes | None, partition: int | None = None
-        ) -> int | None:
-            # faust answers None for a topic missing from the consumer's metadata (changelogs
-            # are), and then sends outside the transaction. A given partition needs no lookup.
-            if partition is not None:
-                return partition
-            return super().key_partition(topic, key, partition)
-
-        async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
-            if not self.in_transaction:
-                return await super().highwaters(*partitions)
-            # Under exactly_once faust answers with the last stable offset aiokafka remembers
-            # from its last fetch of the partition: None, read as "empty", for one not fetched
-            # since it was assigned. Recovery then skipped that changelog, or crashed with
-            # ConsistencyError when a partition moved in from a stopped worker. A
-            # read_committed consumer's ListOffsets asks the broker for it instead.
-            return await self.end_offsets(partitions)
-
-        #: False from a commit that ended the transactions (faust's wait_empty, at a
-        #: rebalance or a stop) until the next assignment begins new ones.
-        transactions_open = True
-
-        async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-            # faust forgets the acknowledgements of revoked partitions *before* its handler
-            # commits; their batches' output stayed in the open transaction, committed later
-            # with other offsets, and the batches were processed again after the rebalance:
-            # triggers twice, org partials twice (at-least-once repeated them as well). So
-            # commit first; faust forgets them before any other task runs, and what is acked
-            # after that is committed by its handler.
-            await self.commit()
-            await super().on_partitions_revoked(revoked)
-
-        async def on_partitions_assigned(self, *args: Any, **kwargs: Any) -> None:
-            await super().on_partitions_assigned(*args, **kwargs)
-            self.transactions_open = True
-            gate.release()
-
-        async def commit(self, *args: Any, **kwargs: Any) -> bool:
-            ends_transactions = not kwargs.get("start_new_transaction", True)
-            if self.in_transaction and not self.transactions_open:
-                # A timer's commit after the transactions ended would find none to put its
-                # offsets in, and crash the consumer; the next assignment commits them.
-                return False
-            if self.should_stop and not ends_transactions:
-                return False
-            if ends_transactions:
-                self.transactions_open = False
-            async with gate.commit():
-                # Table writes are buffered by faust; they belong with the offsets about to be
-                # committed (in their transactions, under exactly_once), so they go first.
-                try:
-                    async with asyncio.timeout(DRAIN_TIMEOUT):
-                        await self.app.producer.drain()  # type: ignore[attr-defined]
-                except TimeoutError:
-                    # Committing now could put offsets ahead of state; the next commit retries.
-                    log.warning(
-                        "table writes unacknowledged after %ss: commit put off", DRAIN_TIMEOUT
-                    )
-                    return False
-                committed: bool = await super().commit(*args, **kwargs)
-                if ends_transactions and self.in_transaction:
-                    # Output of a batch from now on would belong to no transaction.
-                    gate.hold()
-                return committed
-
-    GatedConsumer.bulk_feeds = dict(bulk_feeds or {})
-    GatedConsumer.bulk_recovery = True
-    # The transport builds its consumer and producer from these attributes when first used.
-    app.transport.Consumer = GatedConsumer  # type: ignore[misc]
-    app.transport.TransactionManager = RevokingTransactionManager  # type: ignore[misc]
-    app.transport.Producer = drainable(app.transport.Producer)  # type: ignore[misc]
-
-
 def transactional_id_of(app: faust.App, source_event: Any) -> str:
-    """The id of the transaction that ``source_event``'s partition commits its offsets in."""
-    source = source_event.message.tp
-    group = app.assignor.group_for_topic(source.topic)
-    return f"{app.conf.id}-{group}-{source.partition}"
+    """The id of the transaction that ``source_event``'s partition commits its offsets in,
+    made with faust's own format (``TransactionManager.transactional_id_format``)."""
+    [transactional_id] = transactional_ids(app.consumer.transactions, [source_event.message.tp])
+    return transactional_id
 
 
 async def emit(
@@ -283,7 +148,7 @@ def producer_of(app: faust.App, source_event: Any) -> tuple[Any, Any]:
     """The aiokafka producer that sends in ``source_event``'s transaction (faust's one producer
     outside exactly_once), and the lock a batch must hold so that no commit lands inside it."""
     # faust's Producer hands out neither its aiokafka producers nor batches: this is the one
-    # place (beside api.table_is_routable) that reaches under it.
+    # place (beside engine.web.route_to_owner) that reaches under it.
     faust_producer = cast(Any, app.producer)
     if not app.in_transaction:
         return faust_producer._ensure_producer(), nullcontext()

@@ -7,23 +7,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
-
-import faust
+from typing import Any
 
 from pipeline.delivery.deliverer import Deliverer
 from pipeline.delivery.planning import Notifier, option
+from pipeline.delivery.router import DeliveryRouter
+from pipeline.engine import EventStream, log_failure
 from pipeline.engine.acks import OrderedAcks
-from pipeline.engine.app import RAW, Pipeline
-from pipeline.engine.runs import log_failure, rejecter, run_bounded, send_rejection
 from pipeline.errors import InvalidRecord, failure_reason
 from pipeline.portal.digests import DigestItem, DigestWindows, Window
 from pipeline.portal.events import PortalEvent, decode_portal_event, position_id
 from pipeline.service.metrics import PORTAL_EVENTS
-
-if TYPE_CHECKING:
-    # The router lives with the delivery agent, which attaches this one.
-    from pipeline.delivery.agent import DeliveryRouter
+from pipeline.wiring import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +30,7 @@ def attach_portal_agent(
     agent's deliverer and router."""
     interval = pipeline.settings.email_backend.key_request_digest
     digesting = notifier.email is not None and interval > 0
-    digest_topic = pipeline.app.topic(
-        f"{pipeline.settings.app_id}-digest",
-        schema=RAW,
-        internal=True,
-        partitions=pipeline.settings.kafka.partitions,
-    )
+    digest_topic = pipeline.topics.digest
 
     async def digest_item(portal: PortalEvent, options: Any) -> bool:
         """Queue the org's email of a key request for its digest; True when queued."""
@@ -49,48 +39,48 @@ def attach_portal_agent(
             return False
         item = DigestItem(to, portal.org_id, portal.delivered_payload(), time.time())
         # Durable before the event is acknowledged, like every other delivery.
-        await (await digest_topic.send(key=to.encode(), value=item.to_json()))
+        await (await digest_topic.send(to.encode(), item.to_json()))
         return True
 
-    @pipeline.app.agent(pipeline.topics.portal_events, name="portal")
-    async def portal_agent(stream: Any) -> None:
+    async def first() -> None:
         await deliverer.start()
         await pipeline.org_directory.ready.wait()  # every org known at start-up, first
-        manual = stream.noack()
 
-        async def handle(event: Any) -> None:
-            message = event.message
-            try:
-                portal = decode_portal_event(
-                    event.value,
-                    default_id=position_id(message.topic, message.partition, message.offset),
-                )
-            except InvalidRecord as exc:
-                await send_rejection(pipeline, event, exc.reason)
-                PORTAL_EVENTS.labels(outcome="rejected").inc()
-            else:
-                options = pipeline.org_directory.get(portal.org_id)
-                digested = await digest_item(portal, options)
-                planned = notifier.portal_deliveries(portal, options, org_email=not digested)
-                # No options, or an org not known yet, is nobody to tell: counted, not an error.
-                told = planned or digested
-                PORTAL_EVENTS.labels(outcome="delivered" if told else "no_targets").inc()
-                await router.dispatch(deliverer, planned)
+    async def handle(event: Any) -> None:
+        message = event.message
+        try:
+            portal = decode_portal_event(
+                event.value,
+                default_id=position_id(message.topic, message.partition, message.offset),
+            )
+        except InvalidRecord as exc:
+            await pipeline.reject(event, exc.reason)
+            PORTAL_EVENTS.labels(outcome="rejected").inc()
+        else:
+            options = pipeline.org_directory.get(portal.org_id)
+            digested = await digest_item(portal, options)
+            planned = notifier.portal_deliveries(portal, options, org_email=not digested)
+            # No options, or an org not known yet, is nobody to tell: counted, not an error.
+            told = planned or digested
+            PORTAL_EVENTS.labels(outcome="delivered" if told else "no_targets").inc()
+            await router.dispatch(deliverer, planned)
 
-        in_flight = pipeline.settings.delivery.events_in_flight
-        await run_bounded(
-            manual.events(), in_flight, handle, OrderedAcks(manual.ack), reject=rejecter(pipeline)
-        )
-
+    pipeline.engine.concurrent_agent(
+        pipeline.topics.portal_events,
+        handle,
+        name="portal",
+        limit=pipeline.settings.delivery.events_in_flight,
+        reject=pipeline.reject,
+        before=first,
+    )
     if digesting:
         attach_digest_agent(
-            pipeline, digest_topic, interval, notifier=notifier, deliverer=deliverer, router=router
+            pipeline, interval, notifier=notifier, deliverer=deliverer, router=router
         )
 
 
 def attach_digest_agent(
     pipeline: Pipeline,
-    topic: faust.TopicT,
     interval: float,
     *,
     notifier: Notifier,
@@ -100,12 +90,10 @@ def attach_digest_agent(
     """Gathers digest items per address and sends each window as one email when it closes;
     its items are acknowledged only then."""
 
-    @pipeline.app.agent(topic, name="digest")
-    async def digest_agent(stream: Any) -> None:
+    async def digests(stream: EventStream) -> None:
         await deliverer.start()
-        manual = stream.noack()
         # Windows of different addresses close out of order: acknowledge in partition order.
-        acks = OrderedAcks(manual.ack)
+        acks = OrderedAcks(stream.ack)
         windows = DigestWindows(interval)
         opened = asyncio.Event()
 
@@ -137,22 +125,24 @@ def attach_digest_agent(
             log_failure(window.receipts[0], exc)
             try:
                 for event in window.receipts:
-                    await send_rejection(pipeline, event, failure_reason(exc))
+                    await pipeline.reject(event, failure_reason(exc))
                     await acks.finished(event)
             except Exception:  # the broker is gone: unacknowledged, read again after a restart
                 log.error("a failed digest could not be rejected; kept for a restart")
 
         sender = asyncio.create_task(send_closed())
         try:
-            async for event in manual.events():
+            async for event in stream.events():
                 acks.arrived(event)
                 try:
                     item = DigestItem.from_json(event.value)
                 except InvalidRecord as exc:
-                    await send_rejection(pipeline, event, exc.reason)
+                    await pipeline.reject(event, exc.reason)
                     await acks.finished(event)
                     continue
                 windows.add(item, event)
                 opened.set()
         finally:
             sender.cancel()
+
+    pipeline.engine.stream_agent(pipeline.topics.digest, digests, name="digest")

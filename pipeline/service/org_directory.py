@@ -17,9 +17,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from pipeline.config import Settings
+from pipeline.engine.clients import follow_topic
 from pipeline.errors import InvalidRecord
 from pipeline.records.subjects import decode_org
 from pipeline.usage.watching import compact_org
@@ -54,42 +53,10 @@ class OrgDirectory:
 
     async def follow(self, settings: Settings) -> None:
         """Read quota.orgs from the beginning, for as long as the worker runs."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka.bootstrap_servers,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
-        try:
-            tps = await partitions_of(consumer, settings.topics.orgs)
-            while not tps:
-                self.ready.set()  # no topic yet, so no org to know: nothing to wait for
-                await asyncio.sleep(1)  # until `topics create` makes it
-                tps = await partitions_of(consumer, settings.topics.orgs)
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-            while True:
-                if not self.ready.is_set() and await caught_up(consumer, ends):
-                    log.info("org directory ready: %d orgs", len(self._options))
-                    self.ready.set()
-                batch = await consumer.getmany(timeout_ms=500)
-                for records in batch.values():
-                    for record in records:
-                        self.apply(record.key, record.value)
-        finally:
-            await consumer.stop()
 
+        def caught_up() -> None:
+            if not self.ready.is_set():
+                log.info("org directory ready: %d orgs", len(self._options))
+                self.ready.set()
 
-async def caught_up(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int]) -> bool:
-    """Whether every partition is read up to its end offset as of start-up."""
-    for tp, end in ends.items():
-        if await consumer.position(tp) < end:
-            return False
-    return True
-
-
-async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    # A consumer outside a group learns only the topics it is told of; ask the cluster.
-    metadata = await consumer._client.fetch_all_metadata()
-    return [TopicPartition(topic, p) for p in sorted(metadata.partitions_for_topic(topic) or ())]
+        await follow_topic(settings, settings.topics.orgs, self.apply, caught_up)

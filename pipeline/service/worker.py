@@ -8,16 +8,19 @@ import logging
 import shutil
 from pathlib import Path
 
-import faust
-
 from pipeline.config import Settings
-from pipeline.delivery.agent import attach_delivery_agents
-from pipeline.engine.app import Pipeline, build_pipeline
+from pipeline.delivery.agent import attach_delivery_agents, build_deliverer
+from pipeline.delivery.planning import Notifier
+from pipeline.delivery.router import DeliveryRouter
+from pipeline.engine import worker as engine_worker
 from pipeline.engine.clients import probe_broker
+from pipeline.engine.versions import check_versions
+from pipeline.portal.agent import attach_portal_agent
 from pipeline.service import redaction
 from pipeline.service.web import attach_web
 from pipeline.usage.key_agents import attach_usage_agents
 from pipeline.usage.org_agents import attach_org_agents
+from pipeline.wiring import Pipeline, build_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +29,20 @@ CLEAN_SHUTDOWN_MARKER = ".clean-shutdown"
 
 
 def build_worker_pipeline(settings: Settings) -> Pipeline:
-    """The App with every agent and page a worker runs."""
+    """The pipeline with every agent, task and page a worker runs."""
     pipeline = build_pipeline(settings)
     attach_usage_agents(pipeline)
     attach_org_agents(pipeline)
-    attach_delivery_agents(pipeline)
+
+    async def follow_orgs() -> None:
+        await pipeline.org_directory.follow(settings)
+
+    pipeline.engine.task(follow_orgs)
+    deliverer = build_deliverer(pipeline)
+    router = DeliveryRouter(pipeline.topics.retry_tiers, pipeline.topics.dlq)
+    notifier = Notifier.from_settings(settings)
+    attach_delivery_agents(pipeline, deliverer=deliverer, router=router, notifier=notifier)
+    attach_portal_agent(pipeline, notifier=notifier, deliverer=deliverer, router=router)
     attach_web(pipeline)
     return pipeline
 
@@ -71,7 +83,9 @@ def tune_gc() -> None:
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
-    """Run until SIGTERM or Ctrl-C. An unreachable broker raises BrokerUnavailable first."""
+    """Run until SIGTERM or Ctrl-C. Libraries outside their tested ranges raise ConfigError,
+    and an unreachable broker BrokerUnavailable, first."""
+    check_versions()
     # The probe reports an unreachable broker in our one line; faust's logging takes over after.
     aiokafka_log = logging.getLogger("aiokafka")
     aiokafka_log.setLevel(logging.CRITICAL)
@@ -81,18 +95,14 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
         redaction.quiet_libraries(redaction.LEVELS[loglevel])
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     pipeline = build_worker_pipeline(settings)
-    # faust's own CLI sets this, and its transactions (exactly_once) are off without it. Set it
-    # before anything reads app.in_transaction, which faust caches on first read.
-    pipeline.app.in_worker = True
     exactly_once = settings.kafka.processing_guarantee == "exactly_once"
     if exactly_once and discard_state_after_crash(
-        settings.data_dir, Path(pipeline.app.conf.tabledir)
+        settings.data_dir, engine_worker.tables_dir(pipeline.engine)
     ):
         log.warning("last run did not shut down cleanly: rebuilding tables from the changelogs")
     tune_gc()
-    worker = faust.Worker(pipeline.app, loglevel=loglevel, quiet=True)
     try:
-        worker.execute_from_commandline()
+        engine_worker.run(pipeline.engine, loglevel=loglevel)
     except SystemExit as exc:
         if exc.code in (0, None):
             (settings.data_dir / CLEAN_SHUTDOWN_MARKER).touch()

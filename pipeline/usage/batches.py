@@ -9,19 +9,18 @@ rather than losing one, and applies the records again rather than never.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic, NamedTuple, TypeVar
 
-from faust.types import TP
-
-from pipeline.engine.app import Pipeline
-from pipeline.engine.feeds import SourceEvent
-from pipeline.engine.tables import acting_for, scan_partition, write_all
-from pipeline.engine.transactions import emit_all
+from pipeline.engine import TP, SourceEvent, Table
+from pipeline.errors import failure_reason
 from pipeline.service.metrics import HELD_DROPPED, HELD_RELEASED, HELD_REQUESTS, HELD_SUBJECTS
 from pipeline.usage.held import HeldLedger, HoldPolicy, HoldTally, sweep
 from pipeline.usage.plans import BatchPlan
 from pipeline.usage.watermarks import mark_key, unapplied
+from pipeline.wiring import Pipeline
+
+T = TypeVar("T")
 
 
 class PartitionBatch(NamedTuple):
@@ -48,9 +47,44 @@ def unapplied_batch(
     applied already (read again after a restart, or delivered twice)."""
     mark = mark_key(name, tp.partition)
     source = SourceEvent.of(tp, fetched[-1])
-    with acting_for(source):
-        fresh = unapplied(fetched, offset_of, pipeline.tables.applied.get(mark))
+    fresh = unapplied(fetched, offset_of, pipeline.tables.applied.get(mark, source))
     return PartitionBatch(source, mark, fresh) if fresh else None
+
+
+class Decoded(NamedTuple, Generic[T]):
+    """The records of one partition that decoded, and the fetched records they came from."""
+
+    values: list[T]
+    sources: list[Any]
+
+
+async def decode_records(
+    pipeline: Pipeline,
+    tp: TP,
+    records: Iterable[Any],
+    decode: Callable[[bytes | None, bytes | None], T],
+) -> Decoded[T]:
+    """Decode fetched records of partition ``tp`` (of a bulk feed) from their key and value,
+    rejecting every record that fails to, whatever the error: one bad record must never stop
+    the others."""
+    values: list[T] = []
+    sources: list[Any] = []
+    for record in records:
+        try:
+            values.append(decode(record.key, record.value))
+        except Exception as exc:  # InvalidRecord, or a decoder failing on input it never saw
+            await pipeline.reject(SourceEvent.of(tp, record), failure_reason(exc))
+            continue
+        sources.append(record)
+    return Decoded(values, sources)
+
+
+async def reject_failed(
+    pipeline: Pipeline, tp: TP, sources: Sequence[Any], failed: Mapping[int, str]
+) -> None:
+    """Reject the records a plan could not process (``failed``: index in ``sources`` -> why)."""
+    for index, reason in sorted(failed.items()):
+        await pipeline.reject(SourceEvent.of(tp, sources[index]), reason)
 
 
 def per_partition(
@@ -66,19 +100,20 @@ def per_partition(
 
 
 async def write_plan(
-    pipeline: Pipeline, batch: PartitionBatch, plan: BatchPlan, tables: Mapping[str, Any]
+    pipeline: Pipeline, batch: PartitionBatch, plan: BatchPlan, tables: Mapping[str, Table]
 ) -> None:
     """Write a plan's table changes, then the batch's mark (its triggers went out before)."""
-    app, source = pipeline.app, batch.source
+    source = batch.source
     for name, items in plan.writes.items():
-        await write_all(app, tables[name], source, items)
-    await write_all(app, pipeline.tables.applied, source, {batch.mark: source.message.offset})
+        await tables[name].write(source, items)
+    await pipeline.tables.applied.write(source, {batch.mark: source.message.offset})
 
 
 async def emit_triggers(pipeline: Pipeline, batch: PartitionBatch, plan: BatchPlan) -> None:
     """Send a plan's trigger events, in the transaction of the batch's partition."""
-    triggers = [(subject.encode(), payload) for subject, payload in plan.triggers]
-    await emit_all(pipeline.app, batch.source, pipeline.topics.triggers, triggers)
+    if plan.triggers:
+        triggers = [(subject.encode(), payload) for subject, payload in plan.triggers]
+        await pipeline.engine.emit(batch.source, pipeline.topics.triggers, triggers)
 
 
 class Swept(NamedTuple):
@@ -95,7 +130,7 @@ class Swept(NamedTuple):
 
 
 def sweep_held(
-    ledger: HeldLedger, table: Any, source: SourceEvent, *, policy: HoldPolicy, epoch: int
+    ledger: HeldLedger, table: Table, source: SourceEvent, *, policy: HoldPolicy, epoch: int
 ) -> Swept:
     """If the partition's held subjects are due for a sweep (first batch after a rebalance,
     then every ``ledger.sweep_every``), count them in the ledger and return the expired ones."""
@@ -104,7 +139,7 @@ def sweep_held(
     if not ledger.needs_sweep(partition, now, epoch):
         return Swept()
     tally = HoldTally()
-    entries = scan_partition(table, source)
+    entries = table.scan(source)
     expired, counted = sweep(entries, now=now, epoch=epoch, policy=policy, tally=tally)
     ledger.swept(partition, counted)
     return Swept(frozenset(expired), tally.dropped.get("expired", 0))

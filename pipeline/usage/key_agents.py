@@ -2,7 +2,7 @@
 key triggers and org partials.
 
 Thin wiring: decode, call the pure planners of :mod:`pipeline.usage.keys`, emit, write. Both
-read their topic in bulk (pipeline.engine.feeds), not through faust's streams.
+read their topic in bulk (pipeline.engine.feeds).
 """
 
 from __future__ import annotations
@@ -10,21 +10,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from faust.types import TP
-
-from pipeline.engine.app import Pipeline
-from pipeline.engine.catchup import CatchUp
-from pipeline.engine.consumer import consumer_of
-from pipeline.engine.feeds import Batch
-from pipeline.engine.runs import decode_records, process_runs, reject_failed
-from pipeline.engine.tables import read_all
-from pipeline.engine.transactions import emit_all
+from pipeline.engine import TP, Batch, CatchUp, Table
 from pipeline.records.requests import decode_request
 from pipeline.records.subjects import decode_session_record
 from pipeline.usage.batches import (
     count_held,
+    decode_records,
     emit_triggers,
     per_partition,
+    reject_failed,
     sweep_held,
     unapplied_batch,
     write_plan,
@@ -39,6 +33,7 @@ from pipeline.usage.keys import (
 )
 from pipeline.usage.partials import PartialSums, encode_partials
 from pipeline.usage.plans import HoldContext
+from pipeline.wiring import Pipeline
 
 #: Records per batch, and how long the oldest of them may wait for it to fill (it bounds
 #: trigger latency; for the requests' feed, counted from the record's fetch).
@@ -52,12 +47,12 @@ SESSIONS_BATCH_MAX = 5_000
 
 
 def attach_usage_agents(pipeline: Pipeline) -> None:
-    """Register the sessions and usage agents on the pipeline's App."""
+    """Register the sessions and usage agents."""
     attach_sessions_agent(pipeline)
     attach_requests_agent(pipeline)
 
 
-def key_tables(pipeline: Pipeline) -> dict[str, Any]:
+def key_tables(pipeline: Pipeline) -> dict[str, Table]:
     """The key tables by the names the planners write them under."""
     tables = pipeline.tables
     return {
@@ -68,26 +63,12 @@ def key_tables(pipeline: Pipeline) -> dict[str, Any]:
 
 
 def attach_sessions_agent(pipeline: Pipeline) -> None:
-    app, topics, tables = pipeline.app, pipeline.topics, pipeline.tables
-    monitor = pipeline.settings.monitor
+    """quota.sessions into the sessions table, releasing the requests held for each key."""
+    tables, monitor = pipeline.tables, pipeline.settings.monitor
     ledger = pipeline.held_keys
     writes_to = key_tables(pipeline)
 
-    @app.agent(topics.sessions, name="sessions")
-    async def sessions_agent(stream: Any) -> None:
-        # faust subscribes this agent to the topic (group membership, co-partitioned tables);
-        # the records come in bulk, through the feed (pipeline.engine.feeds), not ``stream``.
-        await process_runs(
-            pipeline.sessions_feed,
-            pipeline.gate,
-            app.consumer,
-            per_partition(apply_sessions),
-            max_records=SESSIONS_BATCH_MAX,
-            within=BATCH_WITHIN,
-        )
-
     async def apply_sessions(tp: TP, fetched: list[Any]) -> None:
-        """One partition's share of a batch of sessions: store them, release held requests."""
         batch = unapplied_batch(pipeline, "sessions", tp, fetched)
         if batch is None:
             return
@@ -98,9 +79,9 @@ def attach_sessions_agent(pipeline: Pipeline) -> None:
         # The lock keeps a batch of requests from planning between our reads and writes.
         async with pipeline.key_writes:
             stored = KeyTables(
-                read_all(tables.sessions, source, keys),
-                read_all(tables.key_usage, source, keys),
-                read_all(tables.held_requests, source, keys),
+                tables.sessions.read(source, keys),
+                tables.key_usage.read(source, keys),
+                tables.held_requests.read(source, keys),
             )
             plan = plan_session_batch(entries, stored, monitor)
             await reject_failed(pipeline, tp, decoded.sources, plan.failed)
@@ -108,34 +89,30 @@ def attach_sessions_agent(pipeline: Pipeline) -> None:
             await write_plan(pipeline, batch, plan, writes_to)
         count_held(ledger, tp.partition, plan.tally, "key")
 
+    pipeline.engine.bulk_agent(
+        pipeline.topics.sessions,
+        pipeline.feeds.sessions,
+        per_partition(apply_sessions),
+        name="sessions",
+        max_records=SESSIONS_BATCH_MAX,
+        within=BATCH_WITHIN,
+    )
+
 
 def attach_requests_agent(pipeline: Pipeline) -> None:
-    app, topics, tables = pipeline.app, pipeline.topics, pipeline.tables
+    """gateway.requests into key usage and triggers, org partials; the requests of keys
+    without a session are held."""
+    engine, topics, tables = pipeline.engine, pipeline.topics, pipeline.tables
     monitor = pipeline.settings.monitor
     policy = pipeline.settings.hold.key_policy()
-    ledger = pipeline.held_keys
+    ledger, feed = pipeline.held_keys, pipeline.feeds.requests
     writes_to = key_tables(pipeline)
-    # Requests wait until the sessions already in quota.sessions are read (pipeline.engine.catchup).
-    sessions_read = CatchUp(topics.sessions.get_topic_name(), pipeline.sessions_feed)
+    # Requests wait until the sessions already in quota.sessions are read (engine.catchup).
+    sessions_read = CatchUp(lambda: engine.consumer, topics.sessions.name, pipeline.feeds.sessions)
 
-    @app.agent(topics.requests, name="usage")
-    async def usage_agent(stream: Any) -> None:
-        # Subscribed through faust, read in bulk, as the sessions agent.
-        feed = pipeline.requests_feed
-
-        async def ready(batch: Batch) -> bool:
-            partitions = {run.tp.partition for run in batch.runs}
-            return await sessions_read.wait(consumer_of(app), partitions, feed, batch.epoch)
-
-        await process_runs(
-            feed,
-            pipeline.gate,
-            app.consumer,
-            per_partition(apply_requests),
-            max_records=BATCH_MAX,
-            within=BATCH_WITHIN,
-            ready=ready,
-        )
+    async def ready(batch: Batch) -> bool:
+        partitions = {run.tp.partition for run in batch.runs}
+        return await sessions_read.wait(partitions, feed, batch.epoch)
 
     async def apply_requests(tp: TP, fetched: list[Any]) -> None:
         """One partition's share of a batch: key usage and triggers, org partials, the mark."""
@@ -147,12 +124,13 @@ def attach_requests_agent(pipeline: Pipeline) -> None:
         source, partition = batch.source, tp.partition
         async with pipeline.key_writes:
             keys = {record.key for record in records}
-            sessions = read_all(tables.sessions, source, keys)
+            sessions = tables.sessions.read(source, keys)
             unknown = keys.difference(sessions)
-            epoch = pipeline.requests_feed.epoch
-            swept = sweep_held(ledger, tables.held_requests, source, policy=policy, epoch=epoch)
-            held = read_all(tables.held_requests, source, unknown - swept.subjects)
-            stored = KeyTables(sessions, read_all(tables.key_usage, source, keys - unknown), held)
+            swept = sweep_held(
+                ledger, tables.held_requests, source, policy=policy, epoch=feed.epoch
+            )
+            held = tables.held_requests.read(source, unknown - swept.subjects)
+            stored = KeyTables(sessions, tables.key_usage.read(source, keys - unknown), held)
             room = ledger.room(partition, policy)
             plan = plan_key_batch(
                 stored, records, monitor, HoldContext(policy, time.time(), partition, room)
@@ -166,8 +144,7 @@ def attach_requests_agent(pipeline: Pipeline) -> None:
             partials.add_all(records)
             await emit_triggers(pipeline, batch, plan)
             offset = source.message.offset
-            await emit_all(
-                app,
+            await engine.emit(
                 source,
                 topics.org_partials,
                 [
@@ -178,3 +155,13 @@ def attach_requests_agent(pipeline: Pipeline) -> None:
             )
             await write_plan(pipeline, batch, plan, writes_to)
         count_held(ledger, partition, plan.tally, "key")
+
+    engine.bulk_agent(
+        topics.requests,
+        feed,
+        per_partition(apply_requests),
+        name="usage",
+        max_records=BATCH_MAX,
+        within=BATCH_WITHIN,
+        ready=ready,
+    )

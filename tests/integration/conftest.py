@@ -23,10 +23,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.cli.topics import contract_topics
 from pipeline.config import Settings
 from pipeline.devtools.local import WorkerProcess, isolated_config, kafka_local
 from pipeline.devtools.receiver import WebhookReceiver
-from pipeline.engine.clients import contract_topics, create_topics
+from pipeline.engine.clients import create_topics
 
 #: Not 9092, so the suite never touches a developer's broker or the demo's.
 BROKER_PORT = int(os.environ.get("QP_TEST_KAFKA_PORT", "19092"))

@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator
 from pipeline.usage.quota import Crossing
 from pipeline.usage.triggers import format_limit, trigger_event, trigger_id
 
-SCHEMAS_DIR = Path(__file__).parents[2] / "schemas"
+SCHEMAS_DIR = Path(__file__).parents[3] / "schemas"
 
 RAW_KEY = "b5f9a7c2e1d84f3a9c6e0b7d2a4f8e1c"
 

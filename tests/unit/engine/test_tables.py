@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from pipeline.config import Settings
-from pipeline.engine.app import build_pipeline
 from pipeline.engine.tables import acting_for, changelog_records, read_all, scan_partition
+from pipeline.wiring import build_pipeline
 
 
 @pytest.mark.parametrize(
@@ -25,7 +25,7 @@ async def test_a_changelog_record_is_what_faust_sends_for_the_same_write(
 ) -> None:
     # Async: faust builds its tables on the running loop (a loop of its own was left open).
     tables = build_pipeline(Settings()).tables
-    for table in (tables.key_usage, tables.applied):
+    for table in (tables.key_usage.faust_table, tables.applied.faust_table):
         # What faust's Table.on_key_set hands its producer buffer for table[key] = value.
         faust_message = table.changelog_topic.as_future_message(
             key=key,
@@ -46,7 +46,7 @@ class SourceEvent:
 
 @pytest.mark.parametrize("store", ["rocksdb", "memory"])
 async def test_read_all_finds_what_faust_stored_in_the_partition(store: str, tmp_path) -> None:
-    table = build_pipeline(Settings(store=store, data_dir=tmp_path)).tables.key_usage
+    table = build_pipeline(Settings(store=store, data_dir=tmp_path)).tables.key_usage.faust_table
     source, elsewhere = SourceEvent(1), SourceEvent(0)
     with acting_for(source):
         table.data["k-1"] = {"current": {"usage": 3}}
@@ -62,7 +62,7 @@ async def test_read_all_finds_what_faust_stored_in_the_partition(store: str, tmp
 
 
 async def test_a_stored_value_that_does_not_decode_is_read_as_absent(tmp_path) -> None:
-    table = build_pipeline(Settings(data_dir=tmp_path)).tables.held_requests
+    table = build_pipeline(Settings(data_dir=tmp_path)).tables.held_requests.faust_table
     source = SourceEvent(2)
     with acting_for(source):
         table.data["fine"] = {"partition": 2, "n": 1}
@@ -75,7 +75,9 @@ async def test_a_stored_value_that_does_not_decode_is_read_as_absent(tmp_path) -
 
 @pytest.mark.parametrize("store", ["rocksdb", "memory"])
 async def test_a_scan_finds_the_values_of_one_partition(store: str, tmp_path) -> None:
-    table = build_pipeline(Settings(store=store, data_dir=tmp_path)).tables.held_requests
+    table = build_pipeline(
+        Settings(store=store, data_dir=tmp_path)
+    ).tables.held_requests.faust_table
     source, elsewhere = SourceEvent(1), SourceEvent(0)
     with acting_for(source):
         table.data["a"] = {"partition": 1, "n": 1}

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.config import MonitorConfig, Settings, load_settings
-from pipeline.engine.app import create_app
+from pipeline.engine import Engine
 from pipeline.errors import ConfigError
 
 SIGNING_SECRET = "whsec_c2lnbmluZy1zZWNyZXQtdGhhdC1tdXN0LW5vdC1sZWFr"
@@ -531,7 +531,7 @@ def test_settings_class_reads_only_qp_variables(monkeypatch: pytest.MonkeyPatch)
 def test_standby_replicas_reach_the_faust_app(configured: dict[str, int], standbys: int) -> None:
     settings = Settings.model_validate({"kafka": configured})
 
-    app = create_app(settings)
+    app = Engine(settings).app
 
     assert app.conf.table_standby_replicas == standbys
 
@@ -543,7 +543,7 @@ def test_standby_replicas_reach_the_faust_app(configured: dict[str, int], standb
 def test_the_partition_fetch_size_reaches_the_faust_app(
     configured: dict[str, int], fetch_bytes: int
 ) -> None:
-    app = create_app(Settings.model_validate({"kafka": configured}))
+    app = Engine(Settings.model_validate({"kafka": configured})).app
 
     assert app.conf.consumer_max_fetch_size == fetch_bytes
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-SCHEMAS_DIR = Path(__file__).parents[2] / "schemas"
+SCHEMAS_DIR = Path(__file__).parents[3] / "schemas"
 
 SCHEMA_FILES = [
     "request_count.json",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from pipeline.engine.transactions import BatchGate
+from pipeline.engine.gate import BatchGate
 
 
 async def enter(gate: BatchGate, entered: list[str], name: str) -> None:

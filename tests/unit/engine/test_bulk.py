@@ -14,8 +14,8 @@ from faust.types import TP
 
 from pipeline.engine.consumer import gaps
 from pipeline.engine.feeds import BulkFeed, InFlight, Put, Run, SourceEvent, by_partition
+from pipeline.engine.gate import BatchGate
 from pipeline.engine.runs import handle_each, process_runs
-from pipeline.engine.transactions import BatchGate
 
 P0 = TP("gateway.requests", 0)
 P1 = TP("gateway.requests", 1)

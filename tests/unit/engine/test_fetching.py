@@ -25,7 +25,6 @@ from mode.services import Diag
 from mode.utils.logging import CompositeLogger
 
 from pipeline.config import Settings
-from pipeline.engine.app import build_pipeline
 from pipeline.engine.consumer import (
     FETCH_MAX_WAIT_MS,
     LosslessFetchConsumer,
@@ -33,6 +32,7 @@ from pipeline.engine.consumer import (
     put_back,
 )
 from pipeline.engine.feeds import BulkFeed, Run
+from pipeline.wiring import build_pipeline
 
 CHANGELOG = TP("app-usage-changelog", 0)
 TRIGGERS = TP("quota.triggers", 1)
@@ -313,9 +313,9 @@ def test_acknowledged_offsets_are_kept_under_aiokafkas_own_partition_type() -> N
 async def test_the_worker_consumer_holds_a_fetch_on_the_broker_briefly(tmp_path) -> None:
     # aiokafka does not renew a held fetch when partitions resume: the hold is their delay.
     pipeline = build_pipeline(Settings(data_dir=tmp_path))
-    thread = pipeline.app.consumer._thread
+    thread = pipeline.engine.app.consumer._thread
 
-    consumer = thread._create_worker_consumer(pipeline.app.transport)
+    consumer = thread._create_worker_consumer(pipeline.engine.app.transport)
     try:
         assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS <= 200
     finally:

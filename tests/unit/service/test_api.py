@@ -1,4 +1,4 @@
-"""pipeline.service.api, the pure parts: who may call, what a body becomes, how usage is shown."""
+"""pipeline.service.api_rules: who may call, what a body becomes, how usage is shown."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
-from faust.exceptions import ProducerSendError
 from pydantic import SecretStr
 
 from pipeline.config import MonitorConfig
 from pipeline.errors import InvalidRecord
-from pipeline.service.api import (
+from pipeline.service.api_rules import (
     API_DISABLED,
     Record,
     authorize,
@@ -20,7 +18,6 @@ from pipeline.service.api import (
     org_quota,
     org_record,
     portal_record,
-    publish_failure,
     session_record,
     usage_view,
 )
@@ -239,19 +236,3 @@ def test_an_orgs_quota():
     }
     unwatched = MonitorConfig(enable_trigger_monitors=True, global_trigger_limits=(50,))
     assert org_quota("org1", org, None, monitor=unwatched, now=T0)["thresholds"] == []
-
-
-# --- publish failures ---------------------------------------------------------------------------
-
-
-def test_a_record_too_large_for_the_broker_is_the_clients_413():
-    assert publish_failure(MessageSizeTooLargeError())[0] == 413
-    # faust wraps what aiokafka refuses before sending.
-    wrapped = ProducerSendError("Error while sending")
-    wrapped.__cause__ = MessageSizeTooLargeError()
-    assert publish_failure(wrapped)[0] == 413
-
-
-@pytest.mark.parametrize("exc", [KafkaTimeoutError(), TimeoutError(), ProducerSendError("x")])
-def test_other_publish_failures_ask_for_a_retry(exc):
-    assert publish_failure(exc)[0] == 503

@@ -19,7 +19,7 @@ from pipeline.records.rejections import (
     rejection,
     shorten,
 )
-from tests.unit.test_schemas import errors
+from tests.unit.records.test_schemas import errors
 
 #: Kafka's default limit on a record (message.max.bytes), less room for its framing.
 KAFKA_RECORD_LIMIT = 1_000_000

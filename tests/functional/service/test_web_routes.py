@@ -51,7 +51,7 @@ async def worker_web(tmp_path: Path) -> AsyncIterator[tuple[Any, TestServer]]:
         {"store": "memory", "data_dir": str(tmp_path), "web": {"token": TOKEN}}
     )
     pipeline = build_worker_pipeline(settings)
-    web = pipeline.app.web
+    web = pipeline.engine.app.web
     web.init_server()
     server = TestServer(web.web_app, host="127.0.0.1")
     await server.start_server()

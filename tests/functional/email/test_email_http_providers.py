@@ -22,7 +22,7 @@ from pipeline.email.message import EVENT_ID_HEADER, EmailRequest, message_id
 from pipeline.email.sendgrid import SendGridSink
 from pipeline.email.ses import SesSink
 from pipeline.errors import PermanentDeliveryError, RetriableDeliveryError
-from tests.functional.email_peers import (
+from tests.functional.email.email_peers import (
     MailgunPeer,
     MandrillPeer,
     SendGridPeer,

@@ -12,7 +12,7 @@ from pipeline.bench.delivery import DeliveryBench
 from pipeline.bench.latency import LatencyBench
 from pipeline.bench.memory import MemoryBench
 from pipeline.bench.report import figures, rows, show, write_json, write_plot
-from pipeline.bench.run import BenchOptions, BenchResult
+from pipeline.bench.results import BenchOptions, BenchResult
 from pipeline.bench.usage import UsageRun
 
 

@@ -19,7 +19,7 @@ from pipeline.engine.recovery import (
     set_offsets,
     unseen,
 )
-from tests.unit.test_fetching import ConsumerThread, consumer_over
+from tests.unit.engine.test_fetching import ConsumerThread, consumer_over
 
 ACTIVE = TP("app-key_usage-changelog", 0)
 STANDBY = TP("app-key_usage-changelog", 1)
