@@ -25,9 +25,9 @@ from typing import Any
 import jinja2
 from jinja2 import meta, nodes
 
-import pipeline
 from pipeline.email.filters import FILTERS
 from pipeline.errors import ConfigError, PermanentDeliveryError
+from pipeline.resources import templates_dir
 
 TEMPLATE_NAMES = (
     "trigger_exceeded",
@@ -42,8 +42,6 @@ TEMPLATE_NAMES = (
     "key_event",
 )
 
-#: The repository's own templates; an overrides folder is searched before it.
-BUILTIN_DIR = Path(pipeline.__file__).parent.parent / "templates" / "email"
 SUBJECT = "email_subject"
 SUFFIXES = (".txt", ".html")
 
@@ -108,7 +106,7 @@ class EmailTemplates:
     @classmethod
     def load(cls, overrides_dir: Path | None) -> EmailTemplates:
         """The built-in templates, each file replaced by a same-named one in ``overrides_dir``."""
-        folders = [BUILTIN_DIR]
+        folders = [templates_dir() / "email"]
         if overrides_dir is not None:
             if not overrides_dir.is_dir():
                 raise ConfigError(f"email templates folder {overrides_dir} is not a folder")

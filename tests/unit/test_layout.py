@@ -8,6 +8,7 @@ included), not from what happens to be imported at run time.
 from __future__ import annotations
 
 import ast
+import tomllib
 from functools import cache
 from pathlib import Path
 
@@ -105,5 +106,18 @@ def test_every_module_lives_in_a_subpackage_but_the_shared_ones() -> None:
         "pipeline.__main__",
         "pipeline.config",
         "pipeline.errors",
+        "pipeline.resources",
         "pipeline.wiring",
     } | {module for module in top_level if (PACKAGE / module.split(".")[1]).is_dir()}
+
+
+def test_the_wheel_lists_every_subpackage_and_the_shipped_data() -> None:
+    pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    setuptools = pyproject["tool"]["setuptools"]
+    on_disk = {module_name(path) for path in PACKAGE.rglob("__init__.py")}
+    shipped = {"pipeline.templates", "pipeline.templates.email", "pipeline.schemas"}
+    assert set(setuptools["packages"]) == on_disk | shipped
+    assert setuptools["package-dir"] == {
+        "pipeline.templates": "templates",
+        "pipeline.schemas": "schemas",
+    }

@@ -10,8 +10,9 @@ import pytest
 
 from pipeline.email import templates
 from pipeline.email.filters import amount, catalogue_api, masked_key, person, utc_time
-from pipeline.email.templates import BUILTIN_DIR, TEMPLATE_NAMES, EmailTemplates
+from pipeline.email.templates import TEMPLATE_NAMES, EmailTemplates
 from pipeline.errors import ConfigError, PermanentDeliveryError
+from pipeline.resources import templates_dir
 
 HOSTILE = '<script>alert("x")</script> "&\''
 
@@ -229,9 +230,9 @@ def test_a_missing_layout_is_a_config_error(tmp_path: Path) -> None:
 def test_a_missing_builtin_file_is_a_config_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shutil.copytree(BUILTIN_DIR, tmp_path / "email")
+    shutil.copytree(templates_dir() / "email", tmp_path / "email")
     (tmp_path / "email" / "key_event.html").unlink()
-    monkeypatch.setattr(templates, "BUILTIN_DIR", tmp_path / "email")
+    monkeypatch.setattr(templates, "templates_dir", lambda: tmp_path)
 
     with pytest.raises(ConfigError, match=r"key_event\.html is missing"):
         EmailTemplates.load(None)
