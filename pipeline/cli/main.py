@@ -4,143 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipeline import __version__
+from pipeline.cli.parser import build_parser
 from pipeline.config import Settings, load_settings
 from pipeline.errors import BrokerUnavailable, ConfigError, UsageError
 from pipeline.service import redaction
 
 EXIT_USAGE = 2
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="quota-pipeline",
-        description="Quota threshold alerts for API gateways, as a Kafka streaming pipeline.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--config", metavar="FILE", help="config file, JSON or TOML (default: $QP_CONFIG)"
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    worker = commands.add_parser("worker", help="run one worker of the pipeline")
-    worker.add_argument(
-        "--loglevel",
-        default="info",
-        choices=list(redaction.LEVELS),
-        help="debug shows quota-pipeline's own debug lines; faust, mode and aiokafka stay at "
-        "info, as their debug lines print whole records (default info)",
-    )
-
-    topics = commands.add_parser("topics", help="manage the contract's topics")
-    topics_commands = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
-    create = topics_commands.add_parser(
-        "create", help="create every contract topic with its cleanup policy (idempotent)"
-    )
-    create.add_argument(
-        "--partitions",
-        type=int,
-        default=None,
-        help="partitions per topic (default: kafka.partitions, 4)",
-    )
-
-    for kind, topic in (("sessions", "quota.sessions"), ("orgs", "quota.orgs")):
-        group = commands.add_parser(kind, help=f"publish {kind} to {topic}")
-        actions = group.add_subparsers(dest=f"{kind}_command", required=True, metavar="ACTION")
-        put = actions.add_parser(
-            "put",
-            help=f"validate and publish {kind}: a JSON object of id to object (null deletes), "
-            "or JSON lines of such objects",
-        )
-        put.add_argument("file", metavar="FILE", help="the file, or - for stdin")
-
-    demo = commands.add_parser(
-        "demo", help="run the whole pipeline on embedded defaults and show deliveries live"
-    )
-    demo.add_argument(
-        "--duration",
-        type=float,
-        default=None,
-        help="stop after this many seconds (default: run until Ctrl-C)",
-    )
-    demo.add_argument(
-        "--rate", type=float, default=200.0, help="simulated requests per second (default 200)"
-    )
-    dlq = commands.add_parser("dlq", help="inspect and redrive notifications.dlq")
-    dlq_actions = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
-    for action, text in (
-        ("list", "list dead letters"),
-        ("show", "show the dead letters of one event id"),
-        ("redrive", "re-deliver dead letters through the worker (same webhook-id)"),
-    ):
-        sub = dlq_actions.add_parser(action, help=text)
-        if action == "show":
-            sub.add_argument("event_id", metavar="ID", help="the event id (webhook-id)")
-        add_window_arguments(sub)
-        sub.add_argument("--target", help="only dead letters for this target URL")
-        if action == "redrive":
-            sub.add_argument("--dry-run", action="store_true", help="say what would be sent")
-
-    replay = commands.add_parser(
-        "replay", help="re-deliver trigger events of a time range (same webhook-id)"
-    )
-    replay.add_argument("--topic", default=None, help="the topic to replay (quota.triggers)")
-    add_window_arguments(replay)
-    replay.add_argument("--key", help="only events of this API key")
-    replay.add_argument("--org", help="only events of this org")
-    replay.add_argument("--dry-run", action="store_true", help="say what would be sent")
-
-    bench = commands.add_parser(
-        "bench", help="measure the usage stage against the raw consume ceiling, in one run"
-    )
-    bench.add_argument("--records", type=int, default=200_000, help="request counts (200000)")
-    bench.add_argument("--keys", type=int, default=10_000, help="distinct API keys (10000)")
-    bench.add_argument("--orgs", type=int, default=100, help="distinct organisations (100)")
-    bench.add_argument("--partitions", type=int, default=4, help="partitions per topic (4)")
-    bench.add_argument(
-        "--deliveries", type=int, default=20_000, help="webhooks to deliver; 0 skips (20000)"
-    )
-    bench.add_argument("--emails", type=int, default=5_000, help="emails to send; 0 skips (5000)")
-    bench.add_argument(
-        "--workers", type=int, default=1, help="worker processes of the usage stage (1)"
-    )
-    bench.add_argument(
-        "--skew", metavar="zipf:S", help="keys follow a zipf distribution of exponent S"
-    )
-    bench.add_argument(
-        "--latency-seconds",
-        type=float,
-        default=20.0,
-        help="seconds of steady load at half the usage rate for latency; 0 skips (20)",
-    )
-    bench.add_argument(
-        "--crossing-every",
-        type=int,
-        default=None,
-        metavar="N",
-        help="one record in N of the latency run crosses a threshold (1000)",
-    )
-    bench.add_argument(
-        "--active-keys",
-        type=int,
-        default=None,
-        help="keys held by one worker for peak RSS and recovery; 0 skips (--keys)",
-    )
-    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    bench.add_argument(
-        "--plot", metavar="FILE.png", help="also draw throughput and latency (matplotlib)"
-    )
-    return parser
-
-
-def add_window_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--since", metavar="T", help="from this time (unix seconds or ISO-8601)")
-    parser.add_argument("--until", metavar="T", help="before this time")
 
 
 def window_of(args: argparse.Namespace) -> Any:
@@ -167,7 +42,14 @@ def run_put_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def require(module: str, extra: str) -> None:
+    """A command's optional dependency, or one line saying how to install it."""
+    if importlib.util.find_spec(module) is None:
+        raise UsageError(f"this command needs {module}: pip install 'quota-pipeline[{extra}]'")
+
+
 def run_demo_command(args: argparse.Namespace, settings: Settings) -> int:
+    require("aiosmtpd", "demo")
     from pipeline.devtools.demo import run_demo
 
     return run_demo(duration=args.duration, rate=args.rate)
@@ -184,6 +66,7 @@ def run_dlq_command(args: argparse.Namespace, settings: Settings) -> int:
             target=args.target,
             event_id=getattr(args, "event_id", None),
             dry_run=getattr(args, "dry_run", False),
+            as_json=getattr(args, "json", False),
             console=console,
         )
     )
@@ -206,8 +89,7 @@ def run_replay_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_bench_command(args: argparse.Namespace, settings: Settings) -> int:
-    import importlib.util
-
+    require("aiosmtpd", "bench")
     from pipeline.bench.plan import CROSSING_EVERY, parse_skew
     from pipeline.bench.results import BenchOptions
     from pipeline.bench.run import bench
@@ -224,8 +106,8 @@ def run_bench_command(args: argparse.Namespace, settings: Settings) -> int:
         exponent = None if args.skew is None else parse_skew(args.skew)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.plot and importlib.util.find_spec("matplotlib") is None:
-        raise UsageError("--plot needs matplotlib: pip install 'quota-pipeline[bench]'")
+    if args.plot:
+        require("matplotlib", "bench")
     options = BenchOptions(
         records=args.records,
         keys=args.keys,

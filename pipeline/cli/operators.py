@@ -124,20 +124,56 @@ async def enqueue(settings: Settings, jobs: list[DeliveryJob], console: Console)
                 progress.advance(task)
 
 
+def attempted_at(letter: dict[str, Any]) -> str:
+    when = dt.datetime.fromtimestamp(float(letter["last_attempt_at"]), dt.UTC)
+    return when.isoformat(timespec="seconds")
+
+
+def letters_lines(letters: list[dict[str, Any]]) -> list[str]:
+    """One tab-separated line per letter, for scripts: id, target, attempts, last status,
+    last attempt (UTC), last error (its whitespace made single spaces)."""
+    return [
+        "\t".join(
+            (
+                letter["id"],
+                letter["target"],
+                str(letter["attempts"]),
+                str(letter["last_status"]),
+                attempted_at(letter),
+                " ".join(str(letter["last_error"]).split()),
+            )
+        )
+        for letter in letters
+    ]
+
+
+def show_letters(letters: list[dict[str, Any]], console: Console, *, as_json: bool) -> None:
+    """JSON when asked, a table in a terminal, plain lines when piped; "no dead letters" in
+    words rather than an empty table."""
+    if as_json:
+        console.file.write(orjson.dumps(letters).decode() + "\n")
+    elif not letters:
+        console.print("no dead letters")
+    elif console.is_terminal:
+        console.print(letters_table(letters))
+    else:
+        # Written as they are: rich would expand the tabs to spaces.
+        console.file.writelines(line + "\n" for line in letters_lines(letters))
+
+
 def letters_table(letters: list[dict[str, Any]]) -> Table:
     table = Table(title=f"{len(letters)} dead letters")
     table.add_column("id", no_wrap=True)  # ids are for copying: never wrapped or cut
     for column in ("target", "attempts", "status", "last error", "last attempt (UTC)"):
         table.add_column(column)
     for letter in letters:
-        when = dt.datetime.fromtimestamp(float(letter["last_attempt_at"]), dt.UTC)
         table.add_row(
             letter["id"],
             letter["target"],
             str(letter["attempts"]),
             str(letter["last_status"]),
             letter["last_error"][:60],
-            when.isoformat(timespec="seconds"),
+            attempted_at(letter),
         )
     return table
 
@@ -151,11 +187,12 @@ async def dlq_command(
     event_id: str | None,
     dry_run: bool,
     console: Console,
+    as_json: bool = False,
 ) -> int:
     records = await read_topic(settings, settings.topics.dlq)
     letters = select_dead_letters(records, window=window, target=target, event_id=event_id)
     if action == "list":
-        console.print(letters_table(letters))
+        show_letters(letters, console, as_json=as_json)
         return 0
     if action == "show":
         if not letters:

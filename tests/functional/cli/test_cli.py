@@ -82,6 +82,10 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
         ["orgs"],
         ["orgs", "put"],
         ["demo"],
+        ["dlq", "list"],
+        ["dlq", "redrive"],
+        ["replay"],
+        ["bench"],
     ],
     ids=lambda command: " ".join(command) or "top",
 )
@@ -163,6 +167,16 @@ def test_a_bad_environment_override_is_one_line(
     result = run("topics", "create", QP_KAFKA_BOOTSTRAP=NO_BROKER, **{variable: value})
 
     assert said in one_error_line(result)
+
+
+def test_config_after_the_command_is_read(run: Run, write_file: WriteFile) -> None:
+    config = write_file({"web": {"port": "abc"}}, name="after.json")
+
+    result = run("topics", "create", "--config", str(config), QP_KAFKA_BOOTSTRAP=NO_BROKER)
+
+    line = one_error_line(result)
+    assert "web.port" in line
+    assert "after.json" in line
 
 
 def test_bad_config_file_named_by_qp_config(run: Run, write_file: WriteFile) -> None:

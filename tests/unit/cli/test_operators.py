@@ -1,11 +1,13 @@
-"""Selection and job building for `dlq` and `replay` (no broker needed)."""
+"""Selection, job building and listing for `dlq` and `replay` (no broker needed)."""
 
 from __future__ import annotations
 
+import io
 from collections import namedtuple
 
 import orjson
 import pytest
+from rich.console import Console
 
 from pipeline.cli.operators import (
     Window,
@@ -13,6 +15,7 @@ from pipeline.cli.operators import (
     parse_time,
     select_dead_letters,
     select_triggers,
+    show_letters,
 )
 from pipeline.config import Settings
 from pipeline.errors import UsageError
@@ -84,3 +87,48 @@ def test_jobs_keep_the_event_id_and_go_where_the_worker_sends():
     [org_job] = jobs_for(settings, EVENT, "http://acme/hook")
     assert (org_job.event_id, org_job.url, org_job.method) == ("evt_1", "http://acme/hook", "POST")
     assert jobs_for(settings, EVENT, "http://monitor/hook")[0].url == "http://monitor/hook"
+
+
+LETTER = {
+    "id": "evt_1",
+    "target": "https://hooks.example/x",
+    "attempts": 8,
+    "last_status": 503,
+    "last_error": "HTTP 503:\tService\nUnavailable",
+    "last_attempt_at": 1764331200.5,
+    "event": EVENT,
+}
+
+
+def shown(letters: list[dict], *, terminal: bool, as_json: bool = False) -> str:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=terminal, width=200, highlight=False)
+    show_letters(letters, console, as_json=as_json)
+    return out.getvalue()
+
+
+def test_piped_dead_letters_are_tab_separated_lines_one_per_letter():
+    text = shown([LETTER, {**LETTER, "id": "evt_2"}], terminal=False)
+    assert text.splitlines() == [
+        "evt_1\thttps://hooks.example/x\t8\t503\t2025-11-28T12:00:00+00:00\tHTTP 503: Service "
+        "Unavailable",
+        "evt_2\thttps://hooks.example/x\t8\t503\t2025-11-28T12:00:00+00:00\tHTTP 503: Service "
+        "Unavailable",
+    ]
+
+
+def test_dead_letters_as_json_are_the_letters_themselves():
+    assert orjson.loads(shown([LETTER], terminal=True, as_json=True)) == [LETTER]
+    assert orjson.loads(shown([], terminal=False, as_json=True)) == []
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_no_dead_letters_is_said_in_words(terminal: bool):
+    assert shown([], terminal=terminal).strip() == "no dead letters"
+
+
+def test_a_terminal_gets_a_table_with_whole_ids():
+    text = shown([LETTER], terminal=True)
+    assert "1 dead letters" in text
+    assert "evt_1" in text
+    assert "\t" not in text
