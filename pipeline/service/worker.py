@@ -17,6 +17,7 @@ from pipeline.engine.clients import probe_broker
 from pipeline.engine.versions import check_versions
 from pipeline.portal.agent import attach_portal_agent
 from pipeline.service import redaction
+from pipeline.service.summary import start_line
 from pipeline.service.web import attach_web
 from pipeline.usage.key_agents import attach_usage_agents
 from pipeline.usage.org_agents import attach_org_agents
@@ -38,6 +39,11 @@ def build_worker_pipeline(settings: Settings) -> Pipeline:
         await pipeline.org_directory.follow(settings)
 
     pipeline.engine.task(follow_orgs)
+
+    async def announce() -> None:
+        log.info("%s", start_line(settings))
+
+    pipeline.engine.task(announce)
     deliverer = build_deliverer(pipeline)
     router = DeliveryRouter(pipeline.topics.retry_tiers, pipeline.topics.dlq)
     notifier = Notifier.from_settings(settings)
