@@ -58,8 +58,8 @@ class KafkaSettings(_Section):
     partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     #: at_least_once (default): a crash may count the records since the last commit again.
-    #: exactly_once (experimental, see pipeline/transactions.py): table changes, emitted events
-    #: and source offsets commit in one Kafka transaction per source partition.
+    #: exactly_once (see pipeline/engine/transactions.py): table changes, emitted events and
+    #: source offsets commit in one Kafka transaction per source partition.
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "at_least_once"
     #: Seconds between commits (transactions): bounds how long a consumer waits for a trigger.
     commit_interval: float = Field(default=0.5, gt=0)

@@ -1,0 +1,1 @@
+"""`quota-pipeline bench`: every performance figure in one run (outside a worker's imports)."""

@@ -1,0 +1,3 @@
+"""The `quota-pipeline` command line: arguments, files of sessions and orgs, topics, dlq and
+replay.
+"""

@@ -2,11 +2,11 @@
 
     message.py          EmailRequest (the job a delivery carries) and the MIME message built from it
     templates.py        the subject, text and HTML of each email, from templates/email/
+    filters.py          the Jinja2 filters templates use (masked keys, amounts, times)
     smtp.py             SMTP through a small pool of aiosmtplib connections
     http_provider.py    what SendGrid, Mailgun, Mandrill and SES sinks share (aiohttp, outcomes)
     sendgrid.py, mailgun.py, mandrill.py, ses.py   one HTTP API each
     factory.py          EmailSink, and the sink that ``email_backend.code`` names
-    local_smtp.py       an in-process SMTP server on loopback, for the bench and the tests
 
 Every sink's ``send`` returns when the provider accepted the message and raises
 RetriableDeliveryError or PermanentDeliveryError otherwise.

@@ -42,7 +42,8 @@ partition and commits a partition's offsets in it. These gaps remain, and this m
    The consumer commits first (``GatedConsumer.on_partitions_revoked``).
 
 Under ``at_least_once`` the gate still orders commits after whole batches, and :func:`emit` is a
-plain send. Local RocksDB state is not transactional at all: see worker.discard_state_after_crash.
+plain send. Local RocksDB state is not transactional at all: see
+``pipeline.service.worker.discard_state_after_crash``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Portal and dashboard events: to each org's webhook and email, to developers, and key request
+digests.
+"""

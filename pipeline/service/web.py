@@ -36,7 +36,7 @@ def attach_web(pipeline: Pipeline) -> None:
     async def readyz(request: WebRequest) -> Reply:
         ready = worker_ready(pipeline)
         # The consumer group generation this worker last joined: workers that are all ready in
-        # the same one share the partitions between them (see local.wait_group_settled).
+        # the same one share the partitions between them (see devtools.local.wait_group_settled).
         body = {"ready": ready, "generation": engine.generation()}
         return Reply.json(body, status=200 if ready else 503)
 

@@ -1,0 +1,1 @@
+"""Webhook requests: bodies, Standard Webhooks signatures, the SSRF guard and the HTTP sink."""
