@@ -19,6 +19,8 @@ Each part uses its own app id and topics, and deletes them when it ends.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -47,9 +49,21 @@ CEILING_PASSES = 3
 
 
 async def run_bench(options: BenchOptions) -> BenchResult:
+    """Every measurement, in a folder of its own for the workers' data and logs: removed when
+    the run succeeds, kept (and named) when it fails, for its logs."""
+    workdir = Path(tempfile.mkdtemp(prefix="quota-bench-"))
+    try:
+        result = await measure(options, workdir)
+    except BaseException:
+        print(f"bench: the workers' logs are kept in {workdir}", file=sys.stderr)
+        raise
+    shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+async def measure(options: BenchOptions, workdir: Path) -> BenchResult:
     bootstrap = Settings().kafka.bootstrap_servers
     run = uuid.uuid4().hex[:8]
-    workdir = Path(tempfile.mkdtemp(prefix="quota-bench-"))
     config = isolated_config(
         f"bench-{run}",
         bootstrap=bootstrap,

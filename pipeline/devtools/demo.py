@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import os
 import random
+import secrets
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 from rich.console import Console
 
@@ -35,23 +37,35 @@ from pipeline.errors import BrokerUnavailable
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
-#: Sample keys: (key, org, share of the traffic, session). Quotas are small so that thresholds
-#: cross within seconds at the default rate.
-SAMPLE_KEYS: list[tuple[str, str, float, dict[str, Any]]] = [
+#: The rate the sample quotas are sized for; other rates scale them, so that thresholds cross
+#: at the same times: the first within 20 s of traffic, the org's 100% after about 70 s.
+BASE_RATE = 200.0
+#: Quota periods last an hour: long enough to see each threshold fire once and then stay
+#: quiet while usage goes on climbing.
+PERIOD = 3600
+#: How often the demo prints each key's and org's usage.
+STATUS_EVERY = 15.0
+
+#: Sample keys: (name, key, org, share of the traffic, session at BASE_RATE).
+SAMPLE_KEYS: list[tuple[str, str, str, float, dict[str, Any]]] = [
     (
+        "alice",
         "demo-key-alice",
         "acme",
         0.4,
         {
-            "quota_max": 1000,
-            "quota_renewal_rate": 30,
+            "quota_max": 5000,
+            "quota_renewal_rate": PERIOD,
             "monitor": {"trigger_limits": [50, 80, 100]},
             "meta_data": {"developer_email": "alice@example.com"},
         },
     ),
-    ("demo-key-bob", "acme", 0.3, {"quota_max": 600, "quota_renewal_rate": 20}),
-    ("demo-key-carol", "globex", 0.2, {"quota_max": 0, "quota_renewal_rate": 60}),
+    ("bob", "demo-key-bob", "acme", 0.3, {"quota_max": 2000, "quota_renewal_rate": PERIOD}),
+    # Unlimited: nothing fires for carol, but her requests count towards globex.
+    ("carol", "demo-key-carol", "globex", 0.2, {"quota_max": -1, "quota_renewal_rate": PERIOD}),
+    # Never renews, with limits of its own.
     (
+        "dave",
         "demo-key-dave",
         "globex",
         0.1,
@@ -60,12 +74,30 @@ SAMPLE_KEYS: list[tuple[str, str, float, dict[str, Any]]] = [
 ]
 SAMPLE_ORGS: dict[str, dict[str, Any]] = {
     "acme": {
-        "quota_max": 5000,
-        "quota_renewal_rate": 60,
+        "quota_max": 10_000,
+        "quota_renewal_rate": PERIOD,
         "event_options": {"trigger_event": {"email": "ops@acme.example"}},
     },
-    "globex": {"quota_max": 3000, "quota_renewal_rate": 60},
+    "globex": {"quota_max": 6000, "quota_renewal_rate": PERIOD},
 }
+
+
+def scaled(quota: dict[str, Any], rate: float) -> dict[str, Any]:
+    """A session or org whose quota fills at ``rate`` as the sample's does at BASE_RATE."""
+    if quota["quota_max"] <= 0:
+        return quota
+    return {**quota, "quota_max": max(1, round(quota["quota_max"] * rate / BASE_RATE))}
+
+
+def sample_sessions(rate: float) -> list[tuple[str, bytes]]:
+    return [
+        (key, orjson.dumps({"org_id": org, **scaled(session, rate)}))
+        for _, key, org, _, session in SAMPLE_KEYS
+    ]
+
+
+def sample_orgs(rate: float) -> list[tuple[str, bytes]]:
+    return [(org, orjson.dumps(scaled(value, rate))) for org, value in SAMPLE_ORGS.items()]
 
 
 def demo_config(
@@ -91,34 +123,46 @@ def demo_config(
     return config
 
 
-def show_delivery(console: Console, started: float) -> Any:
-    def show(received: ReceivedWebhook) -> None:
-        try:
-            body = orjson.loads(received.body)
-        except orjson.JSONDecodeError:
-            body = {}
-        console.print(
-            f"[dim]{time.monotonic() - started:6.1f}s[/] [bold green]webhook[/] "
-            f"{received.method} {received.path}  org={body.get('org')} "
-            f"key={mask(str(body.get('key', '')))} [bold]{body.get('trigger_limit')}%[/] "
-            f"reached (usage {body.get('usage_percentage')}%)  "
-            f"[dim]id={received.headers.get('webhook-id')}[/]"
-        )
-
-    return show
+#: Sample key -> the name the demo shows for it.
+NAMES = {key: name for name, key, *_ in SAMPLE_KEYS}
 
 
-def show_email(console: Console, started: float) -> Any:
-    def show(received: ReceivedEmail) -> None:
-        message = received.message
-        console.print(
-            f"[dim]{time.monotonic() - started:6.1f}s[/] [bold blue]email[/]   "
-            f"to={', '.join(received.rcpt_tos)}  {message['Subject']}  "
-            f"[dim]id={message['X-Quota-Pipeline-Event-Id']}[/]"
-        )
-        # None accepts the message: the demo's server takes everything.
+def subject_of(event: dict[str, Any]) -> str:
+    """An event's subject as the demo shows it: ``org acme``, or ``key alice (acme)``. A
+    webhook's body is Tyk's, without ``subject``: there an org trigger has an empty key."""
+    if event.get("subject") == "org" or not event.get("key"):
+        return f"org {event.get('org')}"
+    key = str(event.get("key", ""))
+    return f"key {NAMES.get(key, mask(key))} ({event.get('org')})"
 
-    return show
+
+def delivery_line(received: ReceivedWebhook, elapsed: float) -> str:
+    try:
+        body = orjson.loads(received.body)
+    except orjson.JSONDecodeError:
+        body = {}
+    return (
+        f"[dim]{elapsed:6.1f}s[/] [bold green]webhook[/] {received.method} {received.path}  "
+        f"{subject_of(body)} [bold]{body.get('trigger_limit')}%[/] reached "
+        f"(usage {body.get('usage_percentage')}%)  [dim]id={received.headers.get('webhook-id')}[/]"
+    )
+
+
+def email_line(received: ReceivedEmail, elapsed: float) -> str:
+    message = received.message
+    return (
+        f"[dim]{elapsed:6.1f}s[/] [bold blue]email[/]   to={', '.join(received.rcpt_tos)}  "
+        f"{message['Subject']}  [dim]id={message['X-Quota-Pipeline-Event-Id']}[/]"
+    )
+
+
+def usage_entry(name: str, view: dict[str, Any]) -> str:
+    """One subject's usage from the HTTP API's view: ``bob 131% (fired 50, 80, 100)``."""
+    if view.get("usage_percentage") is None:
+        return f"{name} unlimited ({view.get('usage', 0):,} requests)"
+    fired = view.get("fired") or []
+    said = f"fired {', '.join(fired)}" if fired else "none fired"
+    return f"{name} {view['usage_percentage']}% ({said})"
 
 
 async def ensure_broker(settings: Settings, console: Console) -> bool:
@@ -137,8 +181,8 @@ async def ensure_broker(settings: Settings, console: Console) -> bool:
 
 async def simulate_traffic(settings: Settings, rate: float, stop: asyncio.Event) -> int:
     """Produce RequestCounts for the sample keys at ``rate`` per second until ``stop``."""
-    keys = [(key, org) for key, org, _, _ in SAMPLE_KEYS]
-    weights = [share for _, _, share, _ in SAMPLE_KEYS]
+    keys = [(key, org) for _, key, org, _, _ in SAMPLE_KEYS]
+    weights = [share for *_, share, _ in SAMPLE_KEYS]
     tick = 0.1
     sent = 0
     rng = random.Random(7)  # noqa: S311 - simulated traffic, not cryptography
@@ -153,49 +197,78 @@ async def simulate_traffic(settings: Settings, rate: float, stop: asyncio.Event)
     return sent
 
 
+async def usage_views(worker: WorkerProcess, token: str) -> list[str]:
+    """Each sample key's and org's usage, read from the worker's HTTP API."""
+    paths = [(name, f"/quota/{key}") for name, key, *_ in SAMPLE_KEYS]
+    paths += [(f"org {org}", f"/orgs/{org}/quota") for org in SAMPLE_ORGS]
+    headers = {"Authorization": f"Bearer {token}"}
+    entries = []
+    async with aiohttp.ClientSession(headers=headers) as http:
+        for name, path in paths:
+            async with http.get(f"{worker.web_url}{path}") as response:
+                if response.status == 200:
+                    entries.append(usage_entry(name, await response.json()))
+    return entries
+
+
+async def show_usage(
+    console: Console, worker: WorkerProcess, token: str, started: float, stop: asyncio.Event
+) -> None:
+    """Every STATUS_EVERY seconds, one line of each subject's usage; a last one at ``stop``."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), STATUS_EVERY)
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            entries = await usage_views(worker, token)
+            elapsed = time.monotonic() - started
+            console.print(f"[dim]{elapsed:6.1f}s usage   {' · '.join(entries)}[/]")
+
+
 async def demo(duration: float | None, rate: float, console: Console) -> int:
     run_id = str(int(time.time()))
     bootstrap = os.environ.get("QP_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP)
     probe_settings = Settings.model_validate({"kafka": {"bootstrap_servers": bootstrap}})
     started_broker = await ensure_broker(probe_settings, console)
-    workdir = Path(tempfile.mkdtemp(prefix="quota-demo-"))
+    # Everything the run writes (the worker's tables, config and log) goes here, and goes away.
+    workdir = tempfile.TemporaryDirectory(prefix="quota-demo-")
     started = time.monotonic()
-    receiver = WebhookReceiver(on_request=show_delivery(console, started))
+    receiver = WebhookReceiver(
+        on_request=lambda r: console.print(delivery_line(r, time.monotonic() - started))
+    )
+    smtp = LocalSmtpServer(
+        responder=lambda e: console.print(email_line(e, time.monotonic() - started)), keep=False
+    )
     await receiver.start()
-    smtp = LocalSmtpServer(responder=show_email(console, started), keep=False)
     await smtp.start()
-    config = demo_config(run_id, bootstrap, receiver.url, smtp.address, workdir / "data")
+    token = secrets.token_urlsafe(16)
+    config = demo_config(run_id, bootstrap, receiver.url, smtp.address, Path(workdir.name))
+    config["web"]["token"] = token
     settings = Settings.model_validate(config)
-    worker = WorkerProcess(config, workdir)
+    worker = WorkerProcess(config, Path(workdir.name))
     stop = asyncio.Event()
     sent = 0
     try:
         await create_topics(settings, contract_topics(settings), settings.kafka.partitions)
-        await publish(
-            settings,
-            settings.topics.sessions,
-            [
-                (key, orjson.dumps({"org_id": org, **session}))
-                for key, org, _, session in SAMPLE_KEYS
-            ],
-        )
-        await publish(
-            settings,
-            settings.topics.orgs,
-            [(org, orjson.dumps(value)) for org, value in SAMPLE_ORGS.items()],
-        )
-        console.print(f"[bold]quota-pipeline demo[/] run {run_id}: worker log {worker.log_path}")
+        await publish(settings, settings.topics.sessions, sample_sessions(rate))
+        await publish(settings, settings.topics.orgs, sample_orgs(rate))
+        console.print(f"[bold]quota-pipeline demo[/] run {run_id}: starting a worker")
         worker.start()
         await worker.wait_healthy()
         console.print(
             f"worker ready at {worker.web_url}; simulating {rate:g} requests/s "
-            f"({'until Ctrl-C' if duration is None else f'for {duration:g}s'})"
+            f"({'until Ctrl-C' if duration is None else f'for {duration:g}s'}); quota periods "
+            f"last {PERIOD // 60} minutes, so each threshold fires once and then stays quiet"
         )
+        status = asyncio.create_task(show_usage(console, worker, token, started, stop))
         traffic = asyncio.create_task(simulate_traffic(settings, rate, stop))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(traffic), duration)
         stop.set()
         sent = await traffic
+        await status
+    except RuntimeError:  # the worker exited early: its last lines say why
+        console.print(*worker.log_text().splitlines()[-20:], sep="\n", markup=False)
+        raise
     finally:
         stop.set()
         await asyncio.to_thread(worker.stop)
@@ -204,6 +277,7 @@ async def demo(duration: float | None, rate: float, console: Console) -> int:
         await remove_topics(settings)
         if started_broker:
             await asyncio.to_thread(kafka_local, "stop")
+        workdir.cleanup()
     console.print(
         f"[bold]done[/]: {sent} requests simulated, {len(receiver.received)} webhooks, "
         f"{smtp.accepted} emails"

@@ -45,6 +45,9 @@ async def test_bench_runs_at_a_tiny_size_and_writes_its_json_and_plot(kafka_boot
     out, plot = tmp_path / "bench.json", tmp_path / "out.png"
     env = {k: v for k, v in os.environ.items() if not k.startswith("QP_")}
     env["QP_KAFKA_BOOTSTRAP"] = kafka_bootstrap
+    temp = tmp_path / "temp"  # the bench's temporary folder: empty again once it ends
+    temp.mkdir()
+    env["TMPDIR"] = str(temp)
     # Two workers, zipf keys, the skewed run, latency and memory: every part runs, briefly.
     arguments = {
         "--records": "300",
@@ -65,6 +68,7 @@ async def test_bench_runs_at_a_tiny_size_and_writes_its_json_and_plot(kafka_boot
         [item for pair in arguments.items() for item in pair], 280, env=env, cwd=tmp_path
     )
     assert process.returncode == 0, stderr.decode()[-2000:]
+    assert list(temp.iterdir()) == []
     for row in ("usage / ceiling", "skewed / uniform", "latency p99", "peak RSS", "recovery"):
         assert row in stdout.decode()
     result = orjson.loads(out.read_bytes())
