@@ -4,7 +4,7 @@ The stages (pipeline.usage, .delivery, .portal, .service) never see a faust obje
 :class:`Topic` and :class:`Table` handles, :class:`pipeline.engine.feeds.BulkFeed` s of the
 topics they read in bulk, and they register their agents, tasks and pages through
 :class:`Engine`. What the engine does under that, it does with faust's public API where there
-is one, and with the private names listed in docs/architecture.md where there is not.
+is one, and with the private names listed in docs/engine-internals.md where there is not.
 """
 
 from __future__ import annotations

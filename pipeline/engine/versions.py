@@ -1,6 +1,6 @@
 """The versions of faust-streaming, mode-streaming and aiokafka the engine is tested with.
 
-The engine reaches under these libraries (docs/architecture.md lists every private name), so a
+The engine reaches under these libraries (docs/engine-internals.md lists every private name), so a
 version outside these ranges may break it quietly: a worker refuses to start with one. CI runs
 the engine's and the exactly-once tests on the lowest and the highest of each range, and
 pyproject.toml declares the same ranges (a unit test holds them equal).

@@ -106,7 +106,7 @@ async def test_a_debug_level_run_logs_no_key_address_token_or_secret(
     assert "rejected record" in log  # the mismatched record
     # One start line says what the worker monitors and where deliveries go, target by host.
     [start] = [line for line in log.splitlines() if " worker of qp-" in line]
-    assert "monitoring keys and orgs (global limits 50/80/100%" in start
+    assert "monitoring keys and orgs (global limits 50/80%" in start
     assert f"webhooks to {receiver.url} (signed) and each org's own" in start
     assert f"email through smtp {smtp.address}" in start
     for secret in (

@@ -41,7 +41,7 @@ def errors(name: str, payload: Any) -> list[str]:
     return [e.message for e in validator(name).iter_errors(payload)]
 
 
-# --- examples from DESIGN.md, "Contract" -------------------------------------------------------
+# --- examples from docs/contract.md, "Topics and payloads" ------------------------------------
 
 REQUEST_COUNT = {
     "ts": 1764331200.25,

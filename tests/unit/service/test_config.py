@@ -551,3 +551,15 @@ def test_the_partition_fetch_size_reaches_the_faust_app(
 def test_a_partition_fetch_smaller_than_a_kilobyte_is_refused() -> None:
     with pytest.raises(ValidationError, match="max_partition_fetch_bytes"):
         Settings.model_validate({"kafka": {"max_partition_fetch_bytes": 10}})
+
+
+def test_the_example_config_loads_and_shows_every_section() -> None:
+    example = Path(__file__).parents[3] / "deploy" / "config.example.json"
+    settings = load_settings(str(example))
+    assert settings.monitor.enable_trigger_monitors
+    sections = {
+        name
+        for name, field in Settings.model_fields.items()
+        if hasattr(field.annotation, "model_fields")
+    }
+    assert sections <= set(json.loads(example.read_text()))
