@@ -280,7 +280,7 @@ class WebSettings(_Section):
 
 
 class Settings(BaseSettings):
-    """Everything a quota-pipeline process is told; see DESIGN.md "Config and command line"."""
+    """Everything a quota-pipeline process is told; see docs/contract.md, "Configuration"."""
 
     model_config = SettingsConfigDict(
         env_prefix="QP_", env_nested_delimiter="__", frozen=True, extra="forbid"
