@@ -47,10 +47,22 @@ def _ses(backend: EmailBackend, *, timeout: float) -> SesSink:
             "email_backend.settings.Region is required when email_backend.code is 'amazonses' "
             "(or an Endpoint such as email.eu-west-1.amazonaws.com that names one)"
         )
+    key_id = settings.AccessKeyId.strip()
+    secret = settings.SecretAccessKey.get_secret_value()
+    # Both keys, or neither: then the sink signs with what botocore's credential chain finds
+    # (environment, AWS_PROFILE, web identity, container, instance metadata).
+    if bool(key_id) != bool(secret.strip()):
+        missing, given = (
+            ("SecretAccessKey", "AccessKeyId") if key_id else ("AccessKeyId", "SecretAccessKey")
+        )
+        raise ConfigError(
+            f"email_backend.settings.{missing} is required when {given} is set "
+            "(leave both empty to use the AWS credential chain)"
+        )
     return SesSink(
         region=region,
-        access_key_id=_required(backend, "AccessKeyId"),
-        secret_access_key=_required(backend, "SecretAccessKey"),
+        access_key_id=key_id,
+        secret_access_key=secret if key_id else "",  # as given; only blanks count as none
         base_url=backend.base_urls.get("amazonses") or endpoint,
         timeout=timeout,
     )

@@ -1,6 +1,9 @@
 """Amazon SES v2 SendEmail: POST /v2/email/outbound-emails with the raw MIME message, signed with
 botocore's SigV4 signer (service "ses"); 200 ``{"MessageId"}`` when accepted.
 
+The keys are the configured ones or, when none are, what botocore's credential chain finds
+(pipeline.email.aws); temporary ones add their session token (X-Amz-Security-Token).
+
 Errors name their type in the ``x-amzn-ErrorType`` header ("MessageRejected:http://...") and
 explain it in a JSON body (``message``).
 """
@@ -13,9 +16,10 @@ import re
 import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+from botocore.credentials import Credentials, ReadOnlyCredentials
 
 from pipeline.delivery.outcomes import parse_retry_after
+from pipeline.email.aws import AwsCredentials
 from pipeline.email.http_provider import (
     HttpEmailSink,
     ProviderAnswer,
@@ -64,19 +68,47 @@ def error_type(answer: ProviderAnswer) -> str:
 
 
 class SesSink(HttpEmailSink):
+    """``access_key_id`` and ``secret_access_key`` are the configured keys; with neither, the
+    sink signs with botocore's credential chain. ``credentials`` replaces both (tests)."""
+
     code = "amazonses"
 
     def __init__(
         self,
         *,
         region: str,
-        access_key_id: str,
-        secret_access_key: str,
+        access_key_id: str = "",
+        secret_access_key: str = "",
+        credentials: AwsCredentials | None = None,
         base_url: str | None = None,
         timeout: float,
     ) -> None:
         super().__init__(base_url=base_url or default_base_url(region), timeout=timeout)
-        self._signer = SigV4Auth(Credentials(access_key_id, secret_access_key), SERVICE, region)
+        if bool(access_key_id) != bool(secret_access_key):
+            raise ValueError("SesSink needs both keys, or neither to use the credential chain")
+        if credentials is None:
+            credentials = (
+                AwsCredentials.fixed(Credentials(access_key_id, secret_access_key), name=self.code)
+                if access_key_id
+                else AwsCredentials.chain(name=self.code)
+            )
+        self._credentials = credentials
+        self._region = region
+
+    async def start(self) -> None:
+        await super().start()
+        await self._credentials.start()
+
+    async def stop(self) -> None:
+        await self._credentials.stop()
+        await super().stop()
+
+    async def send(self, request: EmailRequest) -> None:
+        if self._session is not None:  # else super() says send before start() is a bug
+            # Finding or refreshing credentials may take a thread; prepare() then signs with
+            # what this made sure of (nothing awaits in between).
+            await self._credentials.current()
+        await super().send(request)
 
     def prepare(self, request: EmailRequest) -> ProviderCall:
         sender, recipient = addresses(request)
@@ -89,14 +121,19 @@ class SesSink(HttpEmailSink):
             }
         )
         url = self.base_url + SEND_PATH
-        return ProviderCall(url=url, headers=self._signed_headers(url, body), body=body)
+        headers = self._signed_headers(url, body, self._credentials.latest)
+        return ProviderCall(url=url, headers=headers, body=body)
 
-    def _signed_headers(self, url: str, body: bytes) -> dict[str, str]:
-        """Content-Type, X-Amz-Date and Authorization for this body, signed now."""
+    def _signed_headers(
+        self, url: str, body: bytes, credentials: ReadOnlyCredentials
+    ) -> dict[str, str]:
+        """Content-Type, X-Amz-Date, Authorization (and X-Amz-Security-Token with temporary
+        credentials) for this body, signed now."""
         signed = AWSRequest(
             method="POST", url=url, data=body, headers={"Content-Type": "application/json"}
         )
-        self._signer.add_auth(signed)
+        # A signer per request is three attribute stores; the cost is the HMACs, as before.
+        SigV4Auth(credentials, SERVICE, self._region).add_auth(signed)
         return {name: str(value) for name, value in signed.headers.items()}
 
     def error_detail(self, answer: ProviderAnswer) -> str:

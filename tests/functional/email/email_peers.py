@@ -8,14 +8,19 @@ next response a test scripted, or the provider's documented success.
 from __future__ import annotations
 
 import base64
+import os
 import re
 from abc import ABC, abstractmethod
+from datetime import datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
+from xml.sax.saxutils import escape
 
 import orjson
+import pytest
 from aiohttp import web
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -172,12 +177,20 @@ class SesPeer(ProviderPeer):
 
     The signature is recomputed with botocore from what arrived (method, URL from the Host
     header, the signed headers, the body, the request's own X-Amz-Date) and must be equal.
+    Temporary credentials also need their session token in X-Amz-Security-Token.
     """
 
-    def __init__(self, region: str, access_key_id: str, secret_access_key: str) -> None:
+    def __init__(
+        self,
+        region: str,
+        access_key_id: str,
+        secret_access_key: str,
+        session_token: str | None = None,
+    ) -> None:
         super().__init__()
         self.region = region
         self.credentials = Credentials(access_key_id, secret_access_key)
+        self.session_token = session_token
 
     @staticmethod
     def error(status: int, kind: str, message: str) -> web.Response:
@@ -209,6 +222,12 @@ class SesPeer(ProviderPeer):
     def check(self, received: ReceivedWebhook, headers: CIMultiDict[str]) -> web.Response | None:
         if (received.method, received.path) != ("POST", "/v2/email/outbound-emails"):
             return self.error(404, "NotFoundException", "Resource not found")
+        if headers.get("X-Amz-Security-Token") != self.session_token:
+            return self.error(
+                403,
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            )
         expected = self.expected_authorization(received, headers)
         if expected is None or headers.get("Authorization") != expected:
             return self.error(
@@ -236,3 +255,91 @@ class SesPeer(ProviderPeer):
         parsed = message_from_bytes(raw, policy=policy.default)
         assert isinstance(parsed, EmailMessage)
         return parsed
+
+
+class StsPeer(ProviderPeer):
+    """STS AssumeRoleWithWebIdentity (query protocol: a form POST, unsigned): the role and the
+    token it expects, answered with the documented XML holding temporary credentials."""
+
+    NAMESPACE = "https://sts.amazonaws.com/doc/2011-06-15/"
+
+    def __init__(
+        self,
+        *,
+        role_arn: str,
+        token: str,
+        access_key_id: str,
+        secret_access_key: str,
+        session_token: str,
+        expiration: datetime,
+    ) -> None:
+        super().__init__()
+        self.role_arn = role_arn
+        self.token = token
+        self.issued = (access_key_id, secret_access_key, session_token)
+        self.expiration = expiration
+
+    @classmethod
+    def error(cls, status: int, code: str, message: str) -> web.Response:
+        kind = "Sender" if status < 500 else "Receiver"
+        body = (
+            f'<ErrorResponse xmlns="{cls.NAMESPACE}"><Error><Type>{kind}</Type>'
+            f"<Code>{code}</Code><Message>{escape(message)}</Message></Error>"
+            "<RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId></ErrorResponse>"
+        )
+        return web.Response(status=status, text=body, content_type="text/xml")
+
+    @staticmethod
+    def form(received: ReceivedWebhook) -> dict[str, str]:
+        return {name: values[0] for name, values in parse_qs(received.body.decode()).items()}
+
+    def check(self, received: ReceivedWebhook, headers: CIMultiDict[str]) -> web.Response | None:
+        form = self.form(received)
+        if received.method != "POST" or form.get("Action") != "AssumeRoleWithWebIdentity":
+            return self.error(400, "InvalidAction", "Could not find operation")
+        if form.get("Version") != "2011-06-15" or not form.get("RoleSessionName"):
+            return self.error(400, "ValidationError", "Version and RoleSessionName are required")
+        if form.get("WebIdentityToken") != self.token:
+            return self.error(400, "InvalidIdentityToken", "The ID token is not valid.")
+        if form.get("RoleArn") != self.role_arn:
+            return self.error(
+                403, "AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity"
+            )
+        return None
+
+    def success(self, received: ReceivedWebhook) -> web.Response:
+        key, secret, session_token = self.issued
+        expiration = self.expiration.strftime("%Y-%m-%dT%H:%M:%SZ")
+        session = self.form(received)["RoleSessionName"]
+        assumed = f"arn:aws:sts::123456789012:assumed-role/{self.role_arn.rsplit('/', 1)[-1]}"
+        body = f"""<AssumeRoleWithWebIdentityResponse xmlns="{self.NAMESPACE}">
+  <AssumeRoleWithWebIdentityResult>
+    <SubjectFromWebIdentityToken>system:serviceaccount:quota:pipeline</SubjectFromWebIdentityToken>
+    <Audience>sts.amazonaws.com</Audience>
+    <AssumedRoleUser>
+      <Arn>{escape(assumed)}/{escape(session)}</Arn>
+      <AssumedRoleId>AROACLKWSDQRAOEXAMPLE:{escape(session)}</AssumedRoleId>
+    </AssumedRoleUser>
+    <Credentials>
+      <SessionToken>{escape(session_token)}</SessionToken>
+      <SecretAccessKey>{escape(secret)}</SecretAccessKey>
+      <Expiration>{expiration}</Expiration>
+      <AccessKeyId>{escape(key)}</AccessKeyId>
+    </Credentials>
+    <Provider>oidc.eks.eu-west-1.amazonaws.com</Provider>
+  </AssumeRoleWithWebIdentityResult>
+  <ResponseMetadata>
+    <RequestId>ad4156e9-bce1-11e2-82e6-6b6efEXAMPLE</RequestId>
+  </ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>"""
+        return web.Response(status=200, text=body, content_type="text/xml")
+
+
+def isolate_aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No AWS_* variable from the developer's shell, no ~/.aws files, no instance metadata:
+    botocore's chain sees only what a test gives it, never real credentials."""
+    for name in [name for name in os.environ if name.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "missing-aws-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "missing-aws-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")

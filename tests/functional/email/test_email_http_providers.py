@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
@@ -27,6 +28,7 @@ from tests.functional.email.email_peers import (
     MandrillPeer,
     SendGridPeer,
     SesPeer,
+    isolate_aws_environment,
     json_of,
     json_response,
 )
@@ -43,6 +45,13 @@ REQUEST = EmailRequest(
 
 Sink = TypeVar("Sink", bound=HttpEmailSink)
 StartSink = Callable[[Sink], Awaitable[Sink]]
+
+
+@pytest.fixture(autouse=True)
+def no_real_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """SES here signs with configured keys; should it ever reach for the credential chain, it
+    must not find the developer's."""
+    isolate_aws_environment(monkeypatch, tmp_path)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from pipeline.email.sendgrid import SendGridSink
 from pipeline.email.ses import SesSink
 from pipeline.email.smtp import SmtpSink
 from pipeline.errors import ConfigError
+from tests.functional.email.email_peers import isolate_aws_environment
 
 COMPLETE = {
     "smtp": {"SMTPAddress": "mail.example.com:587"},
@@ -52,8 +54,6 @@ def test_each_code_builds_its_sink(code: str, kind: type) -> None:
         ("mailgun", "Domain"),
         ("mailgun", "PrivateKey"),
         ("mandrill", "ClientKey"),
-        ("amazonses", "AccessKeyId"),
-        ("amazonses", "SecretAccessKey"),
     ],
 )
 def test_a_missing_required_setting_is_named(code: str, setting: str) -> None:
@@ -78,6 +78,35 @@ def test_ses_needs_a_region_or_an_endpoint_that_names_one() -> None:
     )
     assert isinstance(sink, SesSink)
     assert sink.base_url == "https://email.ap-south-1.amazonaws.com"
+
+
+@pytest.mark.parametrize(
+    ("given", "missing"),
+    [
+        ({"AccessKeyId": "AKID", "SecretAccessKey": " "}, "SecretAccessKey"),
+        ({"AccessKeyId": " ", "SecretAccessKey": "secret"}, "AccessKeyId"),
+    ],
+)
+def test_ses_needs_both_keys_or_neither(given: dict[str, str], missing: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_email_sink(backend("amazonses", **given), timeout=5)
+
+    message = str(caught.value)
+    assert message.startswith(f"email_backend.settings.{missing} is required when ")
+    assert "credential chain" in message
+    assert "\n" not in message
+    assert "secret" not in message.replace("SecretAccessKey", "")
+
+
+def test_ses_without_keys_uses_the_aws_credential_chain(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    isolate_aws_environment(monkeypatch, tmp_path)  # building must not look credentials up
+
+    sink = build_email_sink(backend("amazonses", AccessKeyId=" ", SecretAccessKey=""), timeout=5)
+
+    assert isinstance(sink, SesSink)
+    assert sink.base_url == "https://email.eu-west-1.amazonaws.com"
 
 
 @pytest.mark.parametrize("address", ["mail.example.com", "mail.example.com:smtp", ":25", "a:1/x"])
