@@ -3,7 +3,7 @@
     PipelineError                  root; never raised itself
     ├── ConfigError                bad config file or environment value (exit status 2)
     ├── UsageError                 a person gave the command line something unusable (exit 2)
-    ├── BrokerUnavailable          the Kafka bootstrap servers cannot be reached (exit 2)
+    ├── BrokerUnavailable          Kafka cannot be reached, or refuses what we ask (exit 2)
     ├── InvalidRecord              one input record breaks the contract: goes to pipeline.rejected
     └── DeliveryError              a webhook or email attempt failed
         ├── RetriableDeliveryError     worth another attempt later (retry_after may say when)

@@ -39,7 +39,7 @@ from pipeline.bench.plan import HEAVY_SHARE, OrgLayout, plan_load
 from pipeline.bench.results import BenchOptions, BenchResult
 from pipeline.bench.usage import UsageRun, ceiling, usage_run
 from pipeline.cli.topics import contract_topics
-from pipeline.config import Settings
+from pipeline.config import KafkaSettings, Settings
 from pipeline.devtools.demo import remove_topics
 from pipeline.devtools.local import isolated_config
 from pipeline.engine.clients import create_topics, probe_broker
@@ -48,12 +48,12 @@ from pipeline.engine.clients import create_topics, probe_broker
 CEILING_PASSES = 3
 
 
-async def run_bench(options: BenchOptions) -> BenchResult:
+async def run_bench(options: BenchOptions, kafka: KafkaSettings) -> BenchResult:
     """Every measurement, in a folder of its own for the workers' data and logs: removed when
     the run succeeds, kept (and named) when it fails, for its logs."""
     workdir = Path(tempfile.mkdtemp(prefix="quota-bench-"))
     try:
-        result = await measure(options, workdir)
+        result = await measure(options, workdir, kafka)
     except BaseException:
         print(f"bench: the workers' logs are kept in {workdir}", file=sys.stderr)
         raise
@@ -61,12 +61,13 @@ async def run_bench(options: BenchOptions) -> BenchResult:
     return result
 
 
-async def measure(options: BenchOptions, workdir: Path) -> BenchResult:
-    bootstrap = Settings().kafka.bootstrap_servers
+async def measure(options: BenchOptions, workdir: Path, kafka: KafkaSettings) -> BenchResult:
+    """Every part of the bench, on the broker ``kafka`` reaches, connecting as it says (the
+    workers, the load generators and the ceiling's consumer alike)."""
     run = uuid.uuid4().hex[:8]
     config = isolated_config(
         f"bench-{run}",
-        bootstrap=bootstrap,
+        kafka=kafka.connection(),
         partitions=options.partitions,
         data_dir=workdir / "data",
     )
@@ -146,11 +147,13 @@ async def skewed_usage(
     return run, sum(1 for record in plan if record.org == 0) / len(plan)
 
 
-def bench(options: BenchOptions, *, json_path: str | None, plot_path: str | None) -> int:
+def bench(
+    options: BenchOptions, kafka: KafkaSettings, *, json_path: str | None, plot_path: str | None
+) -> int:
     """Entry point of `quota-pipeline bench`."""
     from pipeline.bench.report import show, write_json, write_plot
 
-    result = asyncio.run(run_bench(options))
+    result = asyncio.run(run_bench(options, kafka))
     show(result, Console())
     if json_path:
         write_json(result, Path(json_path))

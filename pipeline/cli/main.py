@@ -122,7 +122,7 @@ def run_bench_command(args: argparse.Namespace, settings: Settings) -> int:
         deliveries=args.deliveries,
         emails=args.emails,
     )
-    return bench(options, json_path=args.json, plot_path=args.plot)
+    return bench(options, settings.kafka, json_path=args.json, plot_path=args.plot)
 
 
 def run_topics_command(args: argparse.Namespace, settings: Settings) -> int:

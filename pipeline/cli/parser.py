@@ -248,9 +248,10 @@ def add_bench(commands: Any) -> None:
         summary="measure throughput, latency, memory and delivery rates in one run",
         description="Measure, on a broker of its own run's topics, the usage stage against a "
         "bare consumer, produce-to-webhook latency, peak memory and recovery of --active-keys "
-        "keys, and the webhook and email rates; each figure is printed beside its target.",
+        "keys, and the webhook and email rates; each figure is printed beside its target. "
+        "Of the config, only the kafka section is used: where the broker is and how to connect "
+        "to it (TLS, SASL).",
         variables=(KAFKA,),
-        config=False,
     )
     bench.add_argument("--records", type=int, default=200_000, help="request counts (200000)")
     bench.add_argument("--keys", type=int, default=10_000, help="distinct API keys (10000)")

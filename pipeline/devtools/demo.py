@@ -106,7 +106,9 @@ def demo_config(
     """The embedded defaults: global limits 50/80/100, the local receiver as monitor webhook,
     and email through the local SMTP server (to alice, the one developer with an address, and
     to acme's operations desk)."""
-    config = isolated_config(f"demo-{run_id}", bootstrap=bootstrap, partitions=2, data_dir=data_dir)
+    config = isolated_config(
+        f"demo-{run_id}", kafka={"bootstrap_servers": bootstrap}, partitions=2, data_dir=data_dir
+    )
     config["monitor"]["configuration"] = {
         "method": "POST",
         "target_path": f"{receiver_url}/quota-alerts",

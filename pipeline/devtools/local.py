@@ -45,14 +45,15 @@ def free_port() -> int:
 
 
 def isolated_config(
-    name: str, *, bootstrap: str, partitions: int, data_dir: Path
+    name: str, *, kafka: dict[str, Any], partitions: int, data_dir: Path
 ) -> dict[str, Any]:
     """A worker config with its own app id and topics (``<name>.<topic>``), every monitor
-    switch on and global limits 50/80/100: runs that share a broker never see each other."""
+    switch on and global limits 50/80/100: runs that share a broker never see each other.
+    ``kafka`` says how to reach the broker (KafkaSettings.connection)."""
     return {
         "app_id": f"qp-{name}",
         "data_dir": str(data_dir),
-        "kafka": {"bootstrap_servers": bootstrap, "partitions": partitions},
+        "kafka": {**kafka, "partitions": partitions},
         "topics": {field: f"{name}.{topic}" for field, topic in TopicNames().model_dump().items()},
         "monitor": {
             "enable_trigger_monitors": True,
@@ -86,6 +87,11 @@ class WorkerProcess:
     @property
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
+
+    @property
+    def running(self) -> bool:
+        """Started and not exited (nor restarted: the process is the one start() made)."""
+        return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
         """Launch the process; it runs until stop() or kill()."""

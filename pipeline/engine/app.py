@@ -23,6 +23,7 @@ from pipeline.engine.acks import OrderedAcks
 from pipeline.engine.consumer import LosslessFetchConsumer
 from pipeline.engine.feeds import Batch, BulkFeed, SourceEvent
 from pipeline.engine.runs import Reject, handle_each, process_runs, run_bounded
+from pipeline.engine.security import faust_credentials
 from pipeline.engine.transactions import emit, emit_all
 from pipeline.engine.transport import SCHEME, hooks_of
 
@@ -104,6 +105,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
     """The faust App's settings, from ours."""
     return {
         "broker": broker_urls(settings.kafka.bootstrap_servers),
+        "broker_credentials": faust_credentials(settings.kafka),
         "store": "rocksdb://" if settings.store == "rocksdb" else "memory://",
         "datadir": str(settings.data_dir),
         "topic_partitions": settings.kafka.partitions,

@@ -8,10 +8,11 @@ aiokafka's errors are translated here, once, into :class:`BrokerUnavailable`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -23,6 +24,7 @@ from aiokafka.errors import (
 )
 
 from pipeline.config import Settings
+from pipeline.engine.security import client_options, connection_problem
 from pipeline.errors import BrokerUnavailable
 
 #: The producer and consumer types the clients here make (for the bench's annotations).
@@ -41,11 +43,48 @@ class TopicSpec(NamedTuple):
     config: dict[str, str]
 
 
-def _unavailable(settings: Settings, exc: BaseException) -> BrokerUnavailable:
+async def _unavailable(settings: Settings, exc: BaseException) -> BrokerUnavailable:
+    """The one line that says why no client could start: a refused password or an untrusted
+    certificate named as such, not as a missing broker."""
+    problem = await connection_problem(settings.kafka)
+    if problem is not None and not problem.startswith("nothing listens"):
+        return BrokerUnavailable(f"cannot connect to Kafka: {problem}")
     return BrokerUnavailable(
         f"no Kafka broker at {settings.kafka.bootstrap_servers} ({type(exc).__name__}); "
         "start one with `deploy/kafka-local start` or set QP_KAFKA_BOOTSTRAP"
     )
+
+
+#: How long an admin request is asked again while the cluster heals (one broker of several
+#: down, a leader being elected): a dead broker leaves the metadata within the cluster's
+#: session timeout (9 s by default), and each attempt asks a node at random.
+ADMIN_PATIENCE = 30.0
+T = TypeVar("T")
+
+
+async def patiently(
+    settings: Settings,
+    ask: Callable[[], Awaitable[T]],
+    answers: tuple[type[KafkaError], ...] = (),
+) -> T:
+    """``await ask()``, again while it fails in a way a cluster heals from; one line
+    (BrokerUnavailable) when it does not heal in time or refuses outright (an ACL).
+    ``answers`` are errors that are the broker's answer, raised as they are."""
+    deadline = time.monotonic() + ADMIN_PATIENCE
+    while True:
+        try:
+            return await ask()
+        except answers:
+            raise
+        except (KafkaError, TimeoutError) as exc:
+            retriable = isinstance(exc, TimeoutError) or exc.retriable
+            if not retriable:
+                raise BrokerUnavailable(
+                    f"Kafka refused the request: {type(exc).__name__}: {exc}"
+                ) from exc
+            if time.monotonic() > deadline:
+                raise await _unavailable(settings, exc) from exc
+        await asyncio.sleep(0.5)  # back off while the cluster elects or fences
 
 
 @asynccontextmanager
@@ -60,7 +99,7 @@ async def _running(
         await asyncio.wait_for(start(), timeout)
     except (TimeoutError, KafkaError, OSError) as exc:
         await stop()
-        raise _unavailable(settings, exc) from exc
+        raise await _unavailable(settings, exc) from exc
     try:
         yield
     finally:
@@ -72,7 +111,7 @@ async def admin_client(
     settings: Settings, timeout: float = 10
 ) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka.bootstrap_servers, request_timeout_ms=int(timeout * 1000)
+        **client_options(settings.kafka), request_timeout_ms=int(timeout * 1000)
     )
     async with _running(settings, admin.start, admin.close, timeout):
         yield admin
@@ -82,9 +121,9 @@ async def probe_broker(settings: Settings, timeout: float = 10) -> None:
     """Raise BrokerUnavailable unless a broker answers a metadata request in time."""
     async with admin_client(settings, timeout) as admin:
         try:
-            await asyncio.wait_for(admin.list_topics(), timeout)
-        except (TimeoutError, KafkaError, OSError) as exc:
-            raise _unavailable(settings, exc) from exc
+            await patiently(settings, lambda: asyncio.wait_for(admin.list_topics(), timeout))
+        except OSError as exc:
+            raise await _unavailable(settings, exc) from exc
 
 
 async def create_topics(
@@ -93,7 +132,7 @@ async def create_topics(
     """Create each topic unless it exists; return (name, created) pairs. Idempotent."""
     results: list[tuple[str, bool]] = []
     async with admin_client(settings) as admin:
-        existing = set(await admin.list_topics())
+        existing = set(await patiently(settings, admin.list_topics))
         for spec in specs:
             if spec.name in existing:
                 results.append((spec.name, False))
@@ -102,7 +141,11 @@ async def create_topics(
                 spec.name, partitions, settings.kafka.replication_factor, topic_configs=spec.config
             )
             try:
-                await admin.create_topics([topic])
+                await patiently(
+                    settings,
+                    functools.partial(admin.create_topics, [topic]),
+                    answers=(TopicAlreadyExistsError,),
+                )
             except TopicAlreadyExistsError:
                 results.append((spec.name, False))  # created concurrently by someone else
             else:
@@ -116,7 +159,7 @@ async def producer(settings: Settings, **options: Any) -> AsyncIterator[AIOKafka
     replace aiokafka's (the bench's batch sizes)."""
     client = AIOKafkaProducer(
         **{
-            "bootstrap_servers": settings.kafka.bootstrap_servers,
+            **client_options(settings.kafka),
             "enable_idempotence": True,
             "acks": "all",
             "linger_ms": 5,
@@ -133,7 +176,7 @@ async def consumer(settings: Settings, **options: Any) -> AsyncIterator[AIOKafka
     reads committed records only; ``options`` add to or replace aiokafka's."""
     client = AIOKafkaConsumer(
         **{
-            "bootstrap_servers": settings.kafka.bootstrap_servers,
+            **client_options(settings.kafka),
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             "isolation_level": "read_committed",
@@ -151,9 +194,9 @@ async def partitions_of(settings: Settings, topic: str) -> list[TopicPartition]:
     async with admin_client(settings) as admin:
         # Asked only of a topic that exists: a metadata request for a missing one creates it
         # where the broker auto-creates topics, with the broker's partition count.
-        if topic not in await admin.list_topics():
+        if topic not in await patiently(settings, admin.list_topics):
             return []
-        described = await admin.describe_topics([topic])
+        described = await patiently(settings, lambda: admin.describe_topics([topic]))
     return [
         TopicPartition(topic, partition["partition"])
         for found in described

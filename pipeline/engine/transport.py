@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from aiokafka.errors import KafkaError
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 
@@ -127,9 +128,33 @@ class GatedConsumer(LosslessFetchConsumer):
             return committed
 
 
+#: How long a worker keeps trying to create an internal topic while brokers are unwell.
+TOPIC_CREATE_PATIENCE = 120.0
+
+
 class Transport(aiokafka_driver.Transport):
     """faust's aiokafka transport with our consumer, producer and transaction manager."""
 
     Consumer = GatedConsumer
     Producer = drainable(aiokafka_driver.Producer)
     TransactionManager = RevokingTransactionManager
+
+    async def _create_topic(
+        self, owner: Any, client: Any, topic: str, *args: Any, **kwargs: Any
+    ) -> None:
+        # faust asks the first broker of its metadata for the controller and sends the
+        # request once: a worker that started while that broker was down (one node of three
+        # killed) crashed with NodeNotReadyError. The cluster drops a dead broker from its
+        # metadata within its session timeout, so ask again with fresh metadata until then.
+        deadline = asyncio.get_running_loop().time() + TOPIC_CREATE_PATIENCE
+        while True:
+            try:
+                await super()._create_topic(owner, client, topic, *args, **kwargs)
+            except KafkaError as exc:
+                if not exc.retriable or asyncio.get_running_loop().time() > deadline:
+                    raise
+                log.warning("creating topic %s: %s; trying again", topic, type(exc).__name__)
+                await asyncio.sleep(1)  # back off: the cluster is electing or fencing
+                await client.force_metadata_update()
+            else:
+                return

@@ -50,10 +50,19 @@ def email(settings: Settings) -> str:
     return f"email through {backend.code}"
 
 
+def connection(settings: Settings) -> str:
+    """How the worker connects: never a secret."""
+    kafka = settings.kafka
+    if kafka.uses_sasl:
+        return f"{kafka.security_protocol} {kafka.sasl_mechanism} as {kafka.sasl_username}"
+    return kafka.security_protocol
+
+
 def start_line(settings: Settings) -> str:
     return (
         f"quota-pipeline {__version__} worker of {settings.app_id} on "
-        f"{settings.kafka.bootstrap_servers} ({settings.kafka.processing_guarantee}): "
+        f"{settings.kafka.bootstrap_servers} ({connection(settings)}, "
+        f"{settings.kafka.processing_guarantee}): "
         f"{monitoring(settings)}; {webhooks(settings)}; {email(settings)}; "
         f"web {settings.web.bind}:{settings.web.port} "
         f"(HTTP API {'on' if settings.web.token else 'off'})"

@@ -28,6 +28,7 @@ from pipeline.config import Settings
 from pipeline.devtools.local import WorkerProcess, isolated_config, kafka_local
 from pipeline.devtools.receiver import WebhookReceiver
 from pipeline.engine.clients import create_topics
+from tests.integration.brokers import Broker, start_broker
 
 #: Not 9092, so the suite never touches a developer's broker or the demo's.
 BROKER_PORT = int(os.environ.get("QP_TEST_KAFKA_PORT", "19092"))
@@ -37,6 +38,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.path):
             item.add_marker(pytest.mark.integration)
+    # A test that stops a broker shared by the session runs after every test that uses it.
+    items.sort(key=lambda item: item.get_closest_marker("stops_shared_broker") is not None)
 
 
 class LocalBroker(NamedTuple):
@@ -68,6 +71,23 @@ def interrupt(signum: int, frame: Any) -> None:
 
 
 @pytest.fixture(scope="session")
+def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A broker that takes only TLS with SCRAM-SHA-512 (KAFKA_SECURITY=sasl_ssl), for the
+    session: its client.json is the config a client needs."""
+    broker = start_broker(tmp_path_factory, "kafka-sasl", KAFKA_SECURITY="sasl_ssl")
+    yield broker
+    broker.run("stop")
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A three-node cluster (KAFKA_NODES=3) for the session."""
+    broker = start_broker(tmp_path_factory, "kafka-cluster", nodes=3)
+    yield broker
+    broker.run("stop")
+
+
+@pytest.fixture(scope="session")
 def kafka_bootstrap(local_broker: LocalBroker) -> str:
     return local_broker.bootstrap
 
@@ -81,7 +101,7 @@ def make_config(kafka_bootstrap: str, tmp_path: Path) -> Callable[..., dict[str,
     def make(**sections: Any) -> dict[str, Any]:
         config = isolated_config(
             f"test-{run}",
-            bootstrap=kafka_bootstrap,
+            kafka={"bootstrap_servers": kafka_bootstrap},
             partitions=2,
             data_dir=tmp_path / f"data-{next(counter)}",
         )

@@ -19,7 +19,7 @@ def line(**config: Any) -> str:
 
 def test_the_defaults_say_monitors_are_off_and_email_is_off() -> None:
     text = line()
-    assert "worker of quota-pipeline on 127.0.0.1:9092 (at_least_once)" in text
+    assert "worker of quota-pipeline on 127.0.0.1:9092 (PLAINTEXT, at_least_once)" in text
     assert "trigger monitors off (monitor.enable_trigger_monitors)" in text
     assert "no monitor webhook" in text
     assert "email off" in text
@@ -89,3 +89,17 @@ def test_an_http_email_provider_is_named_by_its_code() -> None:
     )
     assert "email through sendgrid" in text
     assert "SG.secret" not in text
+
+
+def test_a_secured_connection_names_protocol_mechanism_and_user_never_the_password() -> None:
+    text = line(
+        kafka={
+            "bootstrap_servers": "b-1.example:9096",
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": "quota",
+            "sasl_password": "s3cret-pass",
+        }
+    )
+    assert "on b-1.example:9096 (SASL_SSL SCRAM-SHA-512 as quota, at_least_once)" in text
+    assert "s3cret-pass" not in text
