@@ -8,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -34,30 +32,18 @@ def secured_broker(sasl_broker: Broker) -> dict[str, Any]:
     return sasl_broker.client_settings()
 
 
-def run_cli(config: dict[str, Any], tmp_path: Path, *args: str, stdin: bytes | None = None):
-    path = tmp_path / f"config-{time.monotonic_ns()}.json"
-    path.write_text(json.dumps(config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QP_")}
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", "--config", str(path), *args],
-        input=stdin,
-        capture_output=True,
-        env=env,
-        timeout=REFUSAL_TIMEOUT,
-        check=False,
-    )
-
-
-def refusal(result: subprocess.CompletedProcess[bytes]) -> str:
-    """The one line a refused command printed; asserts exit status 2 and nothing else."""
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.decode().strip().splitlines()
+def refusal(result: tuple[int, str, str]) -> str:
+    """The one line a refused command printed, from the ``cli`` fixture's (status, out, err);
+    asserts exit status 2 and nothing else."""
+    status, _, err = result
+    assert status == 2, err
+    lines = err.strip().splitlines()
     assert len(lines) == 1, lines
     return lines[0]
 
 
 async def test_the_slice_runs_on_a_sasl_ssl_broker_from_its_client_json(
-    secured_broker, tmp_path, start_worker, receiver
+    secured_broker, tmp_path, cli, start_worker, receiver
 ):
     config = isolated_config(
         "secured", kafka=secured_broker, partitions=2, data_dir=tmp_path / "data"
@@ -66,12 +52,12 @@ async def test_the_slice_runs_on_a_sasl_ssl_broker_from_its_client_json(
     config["delivery"] = {"allow_networks": ["127.0.0.0/8"]}
     settings = Settings.model_validate(config)
 
-    created = run_cli(config, tmp_path, "topics", "create")
-    assert created.returncode == 0, created.stderr
+    status, _, err = await cli(config, "topics", "create")
+    assert status == 0, err
     key = "secured-key"
     session = {key: {"org_id": "org-s", "quota_max": 10, "quota_renewal_rate": 3600}}
-    put = run_cli(config, tmp_path, "sessions", "put", "-", stdin=orjson.dumps(session))
-    assert put.returncode == 0, put.stderr
+    status, _, err = await cli(config, "sessions", "put", "-", stdin=orjson.dumps(session))
+    assert status == 0, err
     worker = await start_worker(config)
     async with producer(settings) as client:
         for _ in range(10):
@@ -96,31 +82,31 @@ async def test_the_slice_runs_on_a_sasl_ssl_broker_from_its_client_json(
     assert secured_broker["sasl_password"] not in log
 
 
-def test_the_client_json_is_a_config_file_as_it_is(secured_broker, tmp_path):
-    result = run_cli({"kafka": secured_broker}, tmp_path, "topics", "create")
-    assert result.returncode == 0, result.stderr
-    assert b"quota.triggers" in result.stdout
+async def test_the_client_json_is_a_config_file_as_it_is(secured_broker, cli):
+    status, out, err = await cli({"kafka": secured_broker}, "topics", "create")
+    assert status == 0, err
+    assert "quota.triggers" in out
 
 
-def test_a_plaintext_client_is_refused(secured_broker, tmp_path):
+async def test_a_plaintext_client_is_refused(secured_broker, cli):
     plaintext = {"kafka": {"bootstrap_servers": secured_broker["bootstrap_servers"]}}
-    line = refusal(run_cli(plaintext, tmp_path, "topics", "create"))
+    line = refusal(await cli(plaintext, "topics", "create"))
     assert "closed the connection; does that listener require TLS or SASL?" in line
     assert "kafka.security_protocol is PLAINTEXT" in line
 
 
-def test_a_wrong_password_is_refused_with_a_clear_line(secured_broker, tmp_path):
+async def test_a_wrong_password_is_refused_with_a_clear_line(secured_broker, cli):
     wrong = {"kafka": {**secured_broker, "sasl_password": "not-the-password"}}
-    line = refusal(run_cli(wrong, tmp_path, "dlq", "list"))
+    line = refusal(await cli(wrong, "dlq", "list"))
     assert "refused user 'quota' (SCRAM-SHA-512)" in line
     assert "not-the-password" not in line
 
 
-def test_an_untrusted_certificate_is_refused_with_a_clear_line(secured_broker, tmp_path):
+async def test_an_untrusted_certificate_is_refused_with_a_clear_line(secured_broker, cli, tmp_path):
     other_ca = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other_ca))
     untrusted = {"kafka": {**secured_broker, "ssl_cafile": str(other_ca)}}
-    line = refusal(run_cli(untrusted, tmp_path, "topics", "create"))
+    line = refusal(await cli(untrusted, "topics", "create"))
     assert "presented a certificate that is not trusted" in line
     assert "kafka.ssl_cafile" in line
 
