@@ -81,12 +81,14 @@ class KafkaSettings(Section):
         return self
 
     def connection(self) -> dict[str, Any]:
-        """The settings of how to reach and authenticate to the cluster, secrets revealed, as
-        a config file holds them: for the processes the demo and the bench start."""
+        """How to reach and authenticate to the cluster, and the replicas it wants of a topic
+        (a managed cluster may refuse fewer than 3), secrets revealed, as a config file holds
+        them: for the processes the bench starts."""
         section = self.model_dump(
             mode="json",
             include={
                 "bootstrap_servers",
+                "replication_factor",
                 "security_protocol",
                 "sasl_mechanism",
                 "sasl_username",

@@ -63,6 +63,7 @@ def test_a_managed_cluster_config_loads_and_masks_the_password(
     # The section as the demo and the bench hand it to their workers: secret revealed.
     assert settings.kafka.connection() == {
         "bootstrap_servers": "b-1.example:9096,b-2.example:9096",
+        "replication_factor": 1,
         "security_protocol": "SASL_SSL",
         "sasl_mechanism": "SCRAM-SHA-512",
         "sasl_username": "quota",
