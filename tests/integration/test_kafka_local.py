@@ -7,7 +7,8 @@ import pathlib
 import socket
 import subprocess
 
-from pipeline.devtools.local import KAFKA_LOCAL, free_port
+from pipeline.devtools.local import KAFKA_LOCAL
+from tests.integration.brokers import free_ports
 
 
 def kafka_local(local_broker, action: str) -> subprocess.CompletedProcess[str]:
@@ -58,22 +59,10 @@ def test_unknown_action_is_a_usage_error():
     assert "usage" in result.stderr
 
 
-def free_port_pair() -> int:
-    """A loopback port free now whose next port is free too (the broker's controller)."""
-    while True:
-        port = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-
-
 def test_a_broker_started_and_stopped_leaves_no_process_behind(tmp_path):
     # Ports of its own: a fixed one failed whenever another broker (the suite's, run on
     # another QP_TEST_KAFKA_PORT, or a developer's) held it.
-    port = free_port_pair()
+    port = free_ports(2)  # the client port and the controller's
     env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_DATA": str(tmp_path)}
 
     def run(action: str) -> subprocess.CompletedProcess[str]:
