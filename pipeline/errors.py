@@ -4,6 +4,8 @@
     ├── ConfigError                bad config file or environment value (exit status 2)
     ├── UsageError                 a person gave the command line something unusable (exit 2)
     ├── BrokerUnavailable          Kafka cannot be reached, or refuses what we ask (exit 2)
+    ├── GatewayUnavailable         a gateway's API cannot be read: unreachable, refuses our
+    │                              secret, or answers what we cannot use (exit 2)
     ├── InvalidRecord              one input record breaks the contract: goes to pipeline.rejected
     └── DeliveryError              a webhook or email attempt failed
         ├── RetriableDeliveryError     worth another attempt later (retry_after may say when)
@@ -32,6 +34,11 @@ class UsageError(PipelineError):
 
 class BrokerUnavailable(PipelineError):
     """No Kafka broker answered at the configured bootstrap servers."""
+
+
+class GatewayUnavailable(PipelineError):
+    """A gateway's own API (Tyk's, for `sessions sync`) cannot be read: it does not answer,
+    refuses our secret, or answers something that is not its API."""
 
 
 class InvalidRecord(PipelineError):

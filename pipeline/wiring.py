@@ -127,6 +127,11 @@ class Pipeline:
         )
 
 
+def org_partials_name(settings: Settings) -> str:
+    """The internal topic of the org partials (keyed by org id)."""
+    return f"{settings.app_id}-org-partials"
+
+
 def retry_tier_name(settings: Settings, index: int) -> str:
     """The internal topic of the ``index``-th step of ``delivery.retry_schedule``."""
     return f"{settings.app_id}-retry-{index}"
@@ -145,7 +150,7 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
         portal_events=engine.topic(names.portal_events),
         dlq=engine.topic(names.dlq),
         rejected=engine.topic(names.rejected),
-        org_partials=engine.topic(f"{settings.app_id}-org-partials", internal=True),
+        org_partials=engine.topic(org_partials_name(settings), internal=True),
         retry_tiers=tuple(
             engine.topic(retry_tier_name(settings, index), internal=True)
             for index in range(len(settings.delivery.retry_schedule))

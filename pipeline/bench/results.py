@@ -6,9 +6,11 @@ import statistics
 from dataclasses import dataclass
 
 from pipeline.bench.delivery import DeliveryBench
+from pipeline.bench.ingest import IngestBenchResult
 from pipeline.bench.latency import LatencyBench
 from pipeline.bench.memory import MemoryBench
 from pipeline.bench.plan import CROSSING_EVERY
+from pipeline.bench.sessions import SessionsBenchResult
 from pipeline.bench.usage import UsageRun
 
 
@@ -33,6 +35,16 @@ class BenchOptions:
     active_keys: int = 0
     deliveries: int = 0
     emails: int = 0
+    #: Tyk Pump records of the ingest run; None: as many as ``records``; 0 skips it.
+    ingest_records: int | None = None
+    #: Sessions of the sessions run (sync from a stand-in Tyk Gateway, one worker applying
+    #: them); 0 skips it.
+    sessions: int = 100_000
+
+    @property
+    def ingest_load(self) -> int:
+        """Records of the ingest run (0: skipped)."""
+        return self.records if self.ingest_records is None else self.ingest_records
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,8 @@ class BenchResult:
     memory: MemoryBench | None = None
     deliveries: DeliveryBench | None = None
     emails_per_s: float | None = None
+    ingest: IngestBenchResult | None = None
+    sessions: SessionsBenchResult | None = None
 
     @property
     def ceiling_per_s(self) -> float:

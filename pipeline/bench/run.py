@@ -11,7 +11,11 @@ QP_KAFKA_BOOTSTRAP.
    (bench_delivery);
 5. one worker's peak RSS with K active keys, and its recovery time after a restart
    (bench_memory);
-6. the usage stage again when one organisation sends 90% of the records.
+6. the usage stage again when one organisation sends 90% of the records;
+7. one worker's ingest stage on a Tyk Pump load beside a bare consumer of that topic, and its
+   pre-aggregation ratio (bench_ingest);
+8. `sessions sync` from a stand-in Tyk Gateway, and one worker applying the sessions
+   (bench_sessions).
 
 Each part uses its own app id and topics, and deletes them when it ends.
 """
@@ -33,10 +37,12 @@ from pipeline.bench.delivery import (
     run_delivery_bench,
     run_email_bench,
 )
+from pipeline.bench.ingest import run_ingest_bench
 from pipeline.bench.latency import run_latency_bench
 from pipeline.bench.memory import run_memory_bench
 from pipeline.bench.plan import HEAVY_SHARE, OrgLayout, plan_load
 from pipeline.bench.results import BenchOptions, BenchResult
+from pipeline.bench.sessions import run_sessions_bench
 from pipeline.bench.usage import UsageRun, ceiling, usage_run
 from pipeline.cli.topics import contract_topics
 from pipeline.config import KafkaSettings, Settings
@@ -108,6 +114,20 @@ async def measure(options: BenchOptions, workdir: Path, kafka: KafkaSettings) ->
         delivery = await run_delivery_bench(config, workdir, options.deliveries)
     if options.emails:
         email_rate = await run_email_bench(config, workdir, options.emails)
+    ingest = sessions = None
+    if options.ingest_load:
+        ingest = await run_ingest_bench(
+            config,
+            workdir,
+            options.ingest_load,
+            keys=options.keys,
+            orgs=options.orgs,
+            exponent=options.exponent,
+        )
+    if options.sessions:
+        sessions = await run_sessions_bench(
+            derived_config(config, "sessions"), workdir, options.sessions
+        )
     return BenchResult(
         options=options,
         produce_per_s=produced.per_s,
@@ -119,6 +139,8 @@ async def measure(options: BenchOptions, workdir: Path, kafka: KafkaSettings) ->
         memory=memory,
         deliveries=delivery,
         emails_per_s=email_rate,
+        ingest=ingest,
+        sessions=sessions,
     )
 
 

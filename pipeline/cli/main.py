@@ -12,7 +12,7 @@ from typing import Any
 
 from pipeline.cli.parser import build_parser
 from pipeline.config import Settings, load_settings
-from pipeline.errors import BrokerUnavailable, ConfigError, UsageError
+from pipeline.errors import BrokerUnavailable, ConfigError, GatewayUnavailable, UsageError
 from pipeline.service import redaction
 
 EXIT_USAGE = 2
@@ -35,11 +35,27 @@ def run_worker_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_put_command(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "sessions_command", None) == "sync":
+        return run_sync_command(args, settings)
     from pipeline.cli.files import put_file
 
     count = asyncio.run(put_file(settings, args.command, args.file))
     print(f"published {count} {args.command}")
     return 0
+
+
+def run_sync_command(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.sync.run import gateway_settings, sync_sessions
+
+    if args.watch is not None and not args.watch > 0:
+        raise UsageError("--watch must be more than 0 seconds")
+    tyk = gateway_settings(settings.tyk, args.tyk_gateway)
+    try:
+        asyncio.run(sync_sessions(settings.model_copy(update={"tyk": tyk}), watch=args.watch))
+    except KeyboardInterrupt:
+        if args.watch is None:
+            raise
+    return 0  # watch mode ends on Ctrl-C or SIGTERM, as asked
 
 
 def require(module: str, extra: str) -> None:
@@ -102,6 +118,8 @@ def run_bench_command(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--latency-seconds and --active-keys must not be negative")
     if args.crossing_every is not None and args.crossing_every < 1:
         raise UsageError("--crossing-every must be at least 1")
+    if (args.ingest_records or 0) < 0 or args.sessions < 0:
+        raise UsageError("--ingest-records and --sessions must not be negative")
     try:
         exponent = None if args.skew is None else parse_skew(args.skew)
     except ValueError as exc:
@@ -121,6 +139,8 @@ def run_bench_command(args: argparse.Namespace, settings: Settings) -> int:
         active_keys=args.keys if args.active_keys is None else args.active_keys,
         deliveries=args.deliveries,
         emails=args.emails,
+        ingest_records=args.ingest_records,
+        sessions=args.sessions,
     )
     return bench(options, settings.kafka, json_path=args.json, plot_path=args.plot)
 
@@ -159,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         # An unreachable broker is reported in one line of our own, not aiokafka's log lines.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
         status = run(args, settings)
-    except (ConfigError, UsageError, BrokerUnavailable) as exc:
+    except (ConfigError, UsageError, BrokerUnavailable, GatewayUnavailable) as exc:
         print(f"quota-pipeline: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:

@@ -157,6 +157,38 @@ def add_put(commands: Any) -> None:
             variables=(KAFKA,),
         )
         put.add_argument("file", metavar="FILE", help="the file, or - for stdin")
+        if kind == "sessions":
+            add_sync(actions)
+
+
+def add_sync(actions: Any) -> None:
+    sync = add_command(
+        actions,
+        "sync",
+        summary="publish the key sessions of a Tyk Gateway that changed since the last sync",
+        description="Read every key session (and org session) through Tyk Gateway's REST API "
+        "(config section tyk) and publish to quota.sessions those that changed since the last "
+        "sync, keyed by the API key as Tyk lists it, and tombstones for keys a sync published "
+        "that the gateway no longer has; orgs' quotas go to quota.orgs, keeping their "
+        "event_options. Only the fields the pipeline reads are published (org_id, quota_max, "
+        "quota_renewal_rate, monitor, meta_data). One summary line per pass.",
+        variables=(
+            KAFKA,
+            ("QP_TYK__GATEWAY_URL", "the gateway's API, e.g. http://tyk-gateway:8080"),
+            ("QP_TYK__GATEWAY_SECRET", "tyk.conf's secret (sent as x-tyk-authorization)"),
+            ("QP_TYK__HASHED_KEYS", "true when the gateway hashes keys (hash_keys)"),
+        ),
+    )
+    sync.add_argument(
+        "--tyk-gateway", metavar="URL", help="the gateway's API (default: tyk.gateway_url)"
+    )
+    sync.add_argument(
+        "--watch",
+        metavar="SECONDS",
+        type=float,
+        default=None,
+        help="sync again every SECONDS until Ctrl-C (default: one pass)",
+    )
 
 
 def add_demo(commands: Any) -> None:
@@ -285,6 +317,20 @@ def add_bench(commands: Any) -> None:
         type=int,
         default=None,
         help="keys held by one worker for peak RSS and recovery; 0 skips (--keys)",
+    )
+    bench.add_argument(
+        "--ingest-records",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Tyk Pump records one worker ingests; 0 skips (--records)",
+    )
+    bench.add_argument(
+        "--sessions",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="sessions synced from a stand-in Tyk Gateway and applied; 0 skips (100000)",
     )
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.add_argument(

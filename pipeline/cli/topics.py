@@ -12,7 +12,8 @@ DLQ_RETENTION_MS = 28 * 24 * 3600 * 1000
 
 
 def contract_topics(settings: Settings) -> list[TopicSpec]:
-    """Every topic of the contract with its cleanup policy."""
+    """Every topic of the contract with its cleanup policy, and the ingest sources' topics
+    (made here only when missing: a gateway usually owns them)."""
     names = settings.topics
     delete = {"cleanup.policy": "delete"}
     compact = {"cleanup.policy": "compact"}
@@ -24,6 +25,7 @@ def contract_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(names.portal_events, delete),
         TopicSpec(names.dlq, {**delete, "retention.ms": str(DLQ_RETENTION_MS)}),
         TopicSpec(names.rejected, delete),
+        *(TopicSpec(source.topic, delete) for source in settings.ingest.sources),
     ]
 
 

@@ -28,18 +28,30 @@ from pipeline.config.sections import (
     WebhookConfig,
     WebSettings,
 )
+from pipeline.config.sources import (
+    ApisixSource,
+    IngestSettings,
+    IngestSource,
+    TykPumpSource,
+    TykSettings,
+)
 
 __all__ = [
     "EVENTS_PER_DELIVERY",
     "SHORT_ENV_VARS",
+    "ApisixSource",
     "DeliverySettings",
     "EmailBackend",
     "EmailProviderSettings",
     "HoldSettings",
+    "IngestSettings",
+    "IngestSource",
     "KafkaSettings",
     "MonitorConfig",
     "Settings",
     "TopicNames",
+    "TykPumpSource",
+    "TykSettings",
     "WebSettings",
     "WebhookConfig",
     "describe_settings_error",

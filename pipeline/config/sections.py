@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from pipeline.config.base import Section, TykSection
 from pipeline.config.kafka import KafkaSettings
+from pipeline.config.sources import IngestSettings, TykSettings
 from pipeline.records.checks import format_number, is_http_url
 from pipeline.usage.held import HoldPolicy
 from pipeline.webhooks.signing import check_secret
@@ -247,6 +248,8 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     hold: HoldSettings = Field(default_factory=HoldSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    tyk: TykSettings = Field(default_factory=TykSettings)
 
     @classmethod
     def settings_customise_sources(

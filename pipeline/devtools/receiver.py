@@ -115,3 +115,34 @@ class WebhookReceiver:
         async with asyncio.timeout(timeout), self._arrived:
             await self._arrived.wait_for(enough)
         return matching()
+
+
+async def print_webhooks(host: str, port: int) -> None:
+    """Serve until Ctrl-C, printing each webhook's path and body on a line."""
+    done = asyncio.Event()
+
+    def show(received: ReceivedWebhook) -> None:
+        print(received.method, received.path, received.body.decode(errors="replace"), flush=True)
+
+    async with WebhookReceiver(host=host, port=port, on_request=show) as receiver:
+        print(f"listening on {receiver.url}", flush=True)
+        await done.wait()  # until Ctrl-C cancels the run
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import contextlib
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.devtools.receiver",
+        description="A local webhook receiver that answers 200 and prints what it gets.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(print_webhooks(args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()

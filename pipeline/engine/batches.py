@@ -60,11 +60,11 @@ def filled_batches(
 
 
 def partitioned_batches(
-    producer: Any, records: Iterable[tuple[int, bytes, bytes]]
+    producer: Any, records: Iterable[tuple[int, bytes | None, bytes | None]]
 ) -> list[tuple[int, Any]]:
     """``records`` (partition, key, value) in record batches (none sent), each partition's in
     order, the partitions taken in turn so that sending them fills every partition at once."""
-    by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+    by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
     for partition, key, value in records:
         by_partition.setdefault(partition, []).append((key, value))
     filled = [
@@ -78,13 +78,17 @@ class KeyPartitions:
     """A key's partition under aiokafka's default partitioner (where a keyed send puts it),
     remembered per key: murmur2 in Python costs a few µs, and load generators reuse keys."""
 
-    def __init__(self, partitions: list[int]) -> None:
+    def __init__(self, partitions: list[int], *, remember_at_most: int | None = None) -> None:
         self.partitions = partitions
         self._partitioner = DefaultPartitioner()
         self._known: dict[bytes, int] = {}
+        #: Past this many keys remembered, all are forgotten (None: never).
+        self._remember_at_most = remember_at_most
 
     def __call__(self, key: bytes) -> int:
         partition = self._known.get(key)
         if partition is None:
+            if self._remember_at_most is not None and len(self._known) >= self._remember_at_most:
+                self._known.clear()
             partition = self._known[key] = self._partitioner(key, self.partitions, self.partitions)
         return partition

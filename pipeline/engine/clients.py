@@ -22,6 +22,7 @@ from aiokafka.errors import (
     KafkaTimeoutError,
     TopicAlreadyExistsError,
 )
+from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline.config import Settings
 from pipeline.engine.security import client_options, connection_problem
@@ -170,6 +171,42 @@ async def producer(settings: Settings, **options: Any) -> AsyncIterator[AIOKafka
         yield client
 
 
+async def send_keyed(
+    client: AIOKafkaProducer,
+    topic: str,
+    records: Iterable[tuple[bytes, bytes | None]],
+    headers: list[tuple[str, bytes]],
+) -> int:
+    """Send (key, value) records, each with ``headers``, to its key's partition under the
+    default partitioner (where a keyed send puts it); return how many once the broker has
+    acknowledged them all.
+
+    Records are appended to a record batch per partition, each sent once full: ``send`` per
+    record took about 38 µs (a million sessions in 38 s), of which aiokafka's murmur2 in
+    Python is 12 µs; appending to a batch costs 2 to 5 µs more.
+    """
+    partitions = sorted(await client.partitions_for(topic))
+    partitioner = DefaultPartitioner()
+    filling: dict[int, Any] = {}
+    acks: list[asyncio.Future[Any]] = []
+    count = 0
+    for key, value in records:
+        partition = partitioner(key, partitions, partitions)
+        batch = filling.get(partition)
+        if batch is None:
+            batch = filling[partition] = client.create_batch()
+        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+            acks.append(await client.send_batch(batch, topic, partition=partition))
+            batch = filling[partition] = client.create_batch()
+            batch.append(key=key, value=value, timestamp=None, headers=headers)  # always fits
+        count += 1
+    for partition, batch in filling.items():
+        if batch.record_count():
+            acks.append(await client.send_batch(batch, topic, partition=partition))
+    await asyncio.gather(*acks)
+    return count
+
+
 @asynccontextmanager
 async def consumer(settings: Settings, **options: Any) -> AsyncIterator[AIOKafkaConsumer]:
     """A consumer outside any group (partitions are assigned, offsets never committed) that
@@ -231,6 +268,27 @@ async def read_topic(settings: Settings, topic: str) -> list[Any] | None:
         return records
 
 
+async def scan_topic(
+    settings: Settings, topic: str, apply: Callable[[bytes | None, bytes | None, Any], None]
+) -> bool:
+    """Apply every committed record of ``topic`` up to its end when called, as (key, value,
+    headers: (name, bytes) pairs), each partition's in order, without keeping them (a sync
+    reads a million sessions); False when the topic does not exist."""
+    tps = await partitions_of(settings, topic)
+    if not tps:
+        return False
+    async with consumer(settings) as client:
+        client.assign(tps)
+        await client.seek_to_beginning(*tps)
+        ends = await client.end_offsets(tps)
+        while not await read_to(client, ends):
+            batch = await client.getmany(timeout_ms=1000, max_records=10_000)
+            for messages in batch.values():
+                for message in messages:
+                    apply(message.key, message.value, message.headers)
+        return True
+
+
 async def follow_topic(
     settings: Settings,
     topic: str,
@@ -260,10 +318,11 @@ async def follow_topic(
                     apply(record.key, record.value)
 
 
-async def committed(settings: Settings, topic: str) -> int:
-    """Offsets the worker's group has committed on ``topic``; 0 before the group exists."""
+async def committed(settings: Settings, topic: str, *, group: str | None = None) -> int:
+    """Offsets the worker's group (or ``group``: the ingest relay's is its own) has committed
+    on ``topic``; 0 before the group exists."""
     async with admin_client(settings) as admin:
-        return await _committed(admin, settings.app_id, topic)
+        return await _committed(admin, group or settings.app_id, topic)
 
 
 async def _committed(admin: AIOKafkaAdminClient, group: str, topic: str) -> int:
@@ -280,11 +339,15 @@ async def _committed(admin: AIOKafkaAdminClient, group: str, topic: str) -> int:
 COMMITTED_POLL = 0.05
 
 
-async def wait_committed(settings: Settings, topic: str, target: int, timeout: float) -> None:
-    """Return once the worker's group has committed ``target`` offsets on ``topic``."""
+async def wait_committed(
+    settings: Settings, topic: str, target: int, timeout: float, *, group: str | None = None
+) -> int:
+    """Once the worker's group (or ``group``) has committed at least ``target`` offsets on
+    ``topic``, return how many it has."""
     deadline = time.monotonic() + timeout
     async with admin_client(settings) as admin:
-        while await _committed(admin, settings.app_id, topic) < target:
+        while (done := await _committed(admin, group or settings.app_id, topic)) < target:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{topic}: offsets did not reach {target} in {timeout}s")
             await asyncio.sleep(COMMITTED_POLL)  # poll interval
+    return done

@@ -100,13 +100,18 @@ class RawRecordsOf(OrderedDict[Any, Any]):
 
 
 class ShortPollConsumerThread(AIOKafkaConsumerThread):
-    """faust's consumer thread, its aiokafka consumer holding fetches for FETCH_MAX_WAIT_MS and
-    handing the records of bulk topics on as aiokafka parsed them (:class:`RawRecordsOf`)."""
+    """faust's consumer thread, its aiokafka consumer holding fetches for FETCH_MAX_WAIT_MS,
+    reading committed records only, and handing the records of bulk topics on as aiokafka
+    parsed them (:class:`RawRecordsOf`)."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # Read by the consumer's Fetcher, built when the consumer starts (after this).
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        # faust reads uncommitted records unless exactly_once. The ingest stage writes
+        # gateway.requests and the org partials in transactions (pipeline.engine.relay): an
+        # aborted one, read, would count its requests a second time when its batch is redone.
+        consumer._isolation_level = "read_committed"
         return consumer
 
     async def on_start(self) -> None:

@@ -78,6 +78,19 @@ UNREADABLE_VALUES = Counter(
     registry=REGISTRY,
 )
 
+INGESTED = Counter(
+    "quota_pipeline_ingested_records",
+    "Records of the ingest sources consumed and committed, by source topic",
+    ["topic"],
+    registry=REGISTRY,
+)
+INGEST_PRODUCED = Counter(
+    "quota_pipeline_ingest_produced_records",
+    "Records the ingest stage produced (summed requests, org partials), by topic",
+    ["topic"],
+    registry=REGISTRY,
+)
+
 
 def exposition() -> bytes:
     """Every metric in the Prometheus text format."""

@@ -15,6 +15,7 @@ from pipeline.delivery.router import DeliveryRouter
 from pipeline.engine import worker as engine_worker
 from pipeline.engine.clients import probe_broker
 from pipeline.engine.versions import check_versions
+from pipeline.ingest.stage import ingest_relay
 from pipeline.portal.agent import attach_portal_agent
 from pipeline.service import redaction
 from pipeline.service.summary import start_line
@@ -39,6 +40,10 @@ def build_worker_pipeline(settings: Settings) -> Pipeline:
         await pipeline.org_directory.follow(settings)
 
     pipeline.engine.task(follow_orgs)
+    if settings.ingest.sources:
+        relay = ingest_relay(settings)
+        pipeline.engine.task(relay.run)
+        pipeline.engine.on_stop(relay.stop)
 
     async def announce() -> None:
         log.info("%s", start_line(settings))

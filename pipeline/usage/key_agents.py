@@ -43,7 +43,7 @@ from pipeline.wiring import Pipeline
 #: 100 MB more at peak.
 BATCH_MAX = 20_000
 BATCH_WITHIN = 0.25
-SESSIONS_BATCH_MAX = 5_000
+SESSIONS_BATCH_MAX = 20_000
 
 
 def attach_usage_agents(pipeline: Pipeline) -> None:

@@ -45,6 +45,16 @@ class PartialSums:
                     bucket[0] = ts
                 bucket[1] += count
 
+    def add(self, org_id: str, ts: float, count: int) -> None:
+        """``count`` requests of ``org_id`` at ``ts``."""
+        seconds = self._orgs[org_id]
+        bucket = seconds.get(ts // 1)
+        if bucket is None:
+            seconds[ts // 1] = [ts, count]
+        else:
+            bucket[0] = min(bucket[0], ts)
+            bucket[1] += count
+
     def items(self) -> Iterable[tuple[str, list[Bucket]]]:
         """Each org with its buckets in event-time order."""
         for org_id, seconds in self._orgs.items():
@@ -56,10 +66,11 @@ class PartialSums:
 #: parts, each far below Kafka's record limit (about 250 KB at most).
 MAX_BUCKETS_PER_PARTIAL = 10_000
 
-#: Where a partial comes from: (partition of gateway.requests, offset of the last record of the
-#: batch it sums, part). An org's partials from one partition come in increasing origin order,
-#: so the org agent applies each once (see :func:`is_new`).
-Origin = tuple[int, int, int]
+#: Where a partial comes from: (stream, offset of the last record of the batch it sums, part).
+#: The stream is a partition of gateway.requests (a number), or a source partition of the
+#: ingest stage (``"<topic>/<partition>"``). An org's partials from one stream come in
+#: increasing origin order, so the org agent applies each once (see :func:`is_new`).
+Origin = tuple[int | str, int, int]
 
 
 class Partial(NamedTuple):
@@ -69,14 +80,16 @@ class Partial(NamedTuple):
     origin: Origin | None = None
 
 
-def encode_partials(org_id: str, buckets: list[Bucket], partition: int, offset: int) -> list[bytes]:
+def encode_partials(
+    org_id: str, buckets: list[Bucket], stream: int | str, offset: int
+) -> list[bytes]:
     """The partial records of one org's buckets from one batch, in parts if there are many."""
     return [
         orjson.dumps(
             {
                 "org_id": org_id,
                 "buckets": buckets[start : start + MAX_BUCKETS_PER_PARTIAL],
-                "origin": (partition, offset, part),
+                "origin": (stream, offset, part),
             }
         )
         for part, start in enumerate(range(0, len(buckets), MAX_BUCKETS_PER_PARTIAL))
@@ -86,10 +99,12 @@ def encode_partials(org_id: str, buckets: list[Bucket], partition: int, offset: 
 class _WirePartial(msgspec.Struct, frozen=True):
     org_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
     buckets: list[tuple[float, Annotated[int, msgspec.Meta(ge=1)]]]
-    #: Two numbers from a release before 0.11.0 (one part), three since.
+    #: Two numbers from a release before 0.11.0 (one part), three since; the first is a
+    #: string for the ingest stage's partials (0.13.0).
     origin: (
         Annotated[
-            list[Annotated[int, msgspec.Meta(ge=0)]], msgspec.Meta(min_length=2, max_length=3)
+            list[Annotated[int, msgspec.Meta(ge=0)] | Annotated[str, msgspec.Meta(min_length=1)]],
+            msgspec.Meta(min_length=2, max_length=3),
         ]
         | None
     ) = None
@@ -108,8 +123,11 @@ def decode_partial(raw: bytes | None) -> Partial:
         raise InvalidRecord(f"not an org partial: {exc}") from exc
     origin: Origin | None = None
     if wire.origin is not None:
-        partition, offset, *part = wire.origin
-        origin = (partition, offset, part[0] if part else 0)
+        stream, offset, *parts = wire.origin
+        part = parts[0] if parts else 0
+        if not isinstance(offset, int) or not isinstance(part, int):
+            raise InvalidRecord("not an org partial: its origin's offset and part are numbers")
+        origin = (stream, offset, part)
     return Partial(wire.org_id, list(wire.buckets), origin)
 
 

@@ -48,7 +48,8 @@ async def test_bench_runs_at_a_tiny_size_and_writes_its_json_and_plot(kafka_boot
     temp = tmp_path / "temp"  # the bench's temporary folder: empty again once it ends
     temp.mkdir()
     env["TMPDIR"] = str(temp)
-    # Two workers, zipf keys, the skewed run, latency and memory: every part runs, briefly.
+    # Two workers, zipf keys, the skewed run, latency, memory, ingest and sessions: every part
+    # runs, briefly.
     arguments = {
         "--records": "300",
         "--keys": "30",
@@ -61,6 +62,8 @@ async def test_bench_runs_at_a_tiny_size_and_writes_its_json_and_plot(kafka_boot
         "--active-keys": "200",
         "--deliveries": "50",
         "--emails": "20",
+        "--ingest-records": "400",
+        "--sessions": "300",
         "--json": str(out),
         "--plot": str(plot),
     }
@@ -69,7 +72,15 @@ async def test_bench_runs_at_a_tiny_size_and_writes_its_json_and_plot(kafka_boot
     )
     assert process.returncode == 0, stderr.decode()[-2000:]
     assert list(temp.iterdir()) == []
-    for row in ("usage / ceiling", "skewed / uniform", "latency p99", "peak RSS", "recovery"):
+    for row in (
+        "usage / ceiling",
+        "skewed / uniform",
+        "latency p99",
+        "peak RSS",
+        "recovery",
+        "ingest / ceiling",
+        "20,000/s",  # the sessions' target (the table wraps its long measures)
+    ):
         assert row in stdout.decode()
     result = orjson.loads(out.read_bytes())
     assert (result["records"], result["keys"], result["orgs"], result["partitions"]) == (
@@ -120,6 +131,24 @@ async def test_bench_runs_at_a_tiny_size_and_writes_its_json_and_plot(kafka_boot
     assert (deliveries["deliveries"], deliveries["endpoints"]) == (50, 5)
     for figure in ("healthy_per_s", "beside_hanging_per_s", "kept"):
         assert deliveries[figure] > 0
+    ingest = result["ingest"]
+    assert (result["ingest_records"], ingest["records"], ingest["source_records"]) == (
+        400,
+        400,
+        401,
+    )
+    for figure in ("seconds", "records_per_s", "ceiling_per_s", "ratio", "aggregation"):
+        assert ingest[figure] > 0, figure
+    assert len(ingest["ceiling_passes"]) == 3
+    # The sums count every request that counts for its key, once.
+    assert ingest["counts_match"]
+    assert 0 < ingest["keyed"] == ingest["requests_counted"] < 401
+    assert 0 < ingest["request_records"] <= ingest["keyed"]
+    sessions = result["sessions"]
+    assert (result["sessions_asked"], sessions["sessions"], sessions["changed"]) == (300, 300, 3)
+    assert sessions["resync_published"] == 3
+    for figure in ("full_seconds", "fetch_per_s", "publish_per_s", "worker_per_s"):
+        assert sessions[figure] > 0, figure
     targets = result["targets"]
     assert set(targets) == {
         "usage_over_ceiling",
@@ -130,6 +159,8 @@ async def test_bench_runs_at_a_tiny_size_and_writes_its_json_and_plot(kafka_boot
         "webhooks_per_s",
         "kept_beside_hanging",
         "emails_per_s",
+        "ingest_over_ceiling",
+        "sessions_applied_per_s",
     }
     for name, target in targets.items():
         assert target["figure"] > 0, name

@@ -511,3 +511,33 @@ def test_the_example_config_loads() -> None:
     settings = Settings.model_validate(data)
     assert settings.kafka.bootstrap_servers == "kafka:9092"
     assert settings.monitor.enable_trigger_monitors
+
+
+EXAMPLES = DEPLOY / "examples"
+
+
+def test_the_gateway_examples_feed_the_matching_config() -> None:
+    settings = load_settings(str(EXAMPLES / "quota-pipeline.json"))
+    tyk = json.loads((EXAMPLES / "tyk.conf").read_text())
+    pump = json.loads((EXAMPLES / "pump.conf").read_text())["pumps"]["kafka"]
+    apisix = json.loads((EXAMPLES / "apisix-kafka-logger.json").read_text())
+    tyk_source, apisix_source = settings.ingest.sources
+    assert (tyk_source.format, tyk_source.topic) == ("tyk-pump", pump["meta"]["topic"])
+    assert pump["type"] == "kafka"
+    logger = apisix["plugins"]["kafka-logger"]
+    assert (apisix_source.format, apisix_source.topic) == (
+        "apisix-kafka-logger",
+        logger["kafka_topic"],
+    )
+    assert logger["meta_format"] == "default"
+    # The monitor is Tyk's section as it is; hashed keys are listed for `sessions sync`.
+    assert (
+        settings.monitor.model_dump()
+        == Settings.model_validate({"monitor": tyk["monitor"]}).monitor.model_dump()
+    )
+    assert tyk["hash_keys"]
+    assert tyk["enable_hashed_keys_listing"]
+    assert settings.tyk.hashed_keys
+    assert settings.tyk.gateway_url is not None
+    assert settings.tyk.gateway_url.endswith(f":{tyk['listen_port']}")
+    assert settings.tyk.gateway_secret is None, "the secret goes in QP_TYK__GATEWAY_SECRET"

@@ -31,6 +31,7 @@ def test_every_command_is_reached() -> None:
         ("worker",),
         ("topics", "create"),
         ("sessions", "put"),
+        ("sessions", "sync"),
         ("orgs", "put"),
         ("demo",),
         ("dlq", "list"),

@@ -141,7 +141,7 @@ def test_without_org_triggers_nothing_is_held_for_an_org_without_a_record():
 
 def test_many_seconds_are_sent_in_parts_that_all_apply():
     buckets = [(float(second), 1) for second in range(MAX_BUCKETS_PER_PARTIAL * 2 + 5)]
-    records = encode_partials("a", buckets, partition=2, offset=99)
+    records = encode_partials("a", buckets, stream=2, offset=99)
     assert len(records) == 3
     assert max(len(record) for record in records) < 300_000
 

@@ -146,7 +146,7 @@ def test_partials_without_an_origin_are_always_applied():
 
 
 def test_a_partial_carries_its_origin_through_kafka():
-    [raw] = encode_partials("org", [(1.5, 2)], partition=3, offset=41)
+    [raw] = encode_partials("org", [(1.5, 2)], stream=3, offset=41)
     assert decode_partial(raw) == Partial("org", [(1.5, 2)], (3, 41, 0))
     # Before 0.11.0 an origin had two numbers (one part); before 0.4.0 there was none.
     before = orjson.dumps({"org_id": "org", "buckets": [], "origin": [3, 41]})

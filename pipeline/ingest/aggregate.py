@@ -1,0 +1,56 @@
+"""Hits summed per key and second of event time, as gateway.requests records, and the hits
+that count for their org only as org partials (pure).
+
+A sum's ``ts`` is its second, not the earliest event time in it. A key's requests of one
+second come from every source partition (Tyk Pump spreads them), each partition's sum at its
+own moment: with the earliest time, a sum that came after another of the same second would be
+older than the quota period the first one opened, and a late record fires nothing itself
+(docs/contract.md). Whole seconds keep them in one period, and match Tyk, whose quota
+periods are counted in whole seconds (``quota_renews``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import orjson
+
+from pipeline.ingest.hits import Hit
+from pipeline.usage.partials import PartialSums, encode_partials
+
+
+class Aggregate:
+    """The hits of one source partition's batch."""
+
+    def __init__(self) -> None:
+        #: (key, org id, api id, second) -> requests
+        self._keyed: dict[tuple[str, str, str | None, float], int] = {}
+        self._org_only = PartialSums()
+        self.hits = 0
+
+    def add_all(self, hits: Iterable[Hit]) -> None:
+        keyed = self._keyed
+        for ts, org_id, key, api_id in hits:
+            self.hits += 1
+            second = ts // 1
+            if not key:
+                self._org_only.add(org_id, second, 1)
+                continue
+            group = (key, org_id, api_id, second)
+            keyed[group] = keyed.get(group, 0) + 1
+
+    def request_counts(self) -> Iterator[tuple[bytes, bytes]]:
+        """(record key, RequestCount) of every key's second."""
+        for (key, org_id, api_id, second), count in self._keyed.items():
+            value = {"ts": second, "org_id": org_id, "key": key, "count": count}
+            if api_id is not None:
+                value["api_id"] = api_id
+            yield key.encode(), orjson.dumps(value)
+
+    def org_partials(self, stream: str, offset: int) -> Iterator[tuple[bytes, bytes]]:
+        """(record key, partial) of every org's hits that count for it only; ``stream`` and
+        ``offset`` (the batch's last source offset) make their origin, which the org agent
+        keeps per stream to apply each partial once."""
+        for org_id, buckets in self._org_only.items():
+            for value in encode_partials(org_id, buckets, stream, offset):
+                yield org_id.encode(), value

@@ -1,0 +1,102 @@
+"""The ingest stage: every configured source topic read by a relay of the worker
+(pipeline.engine.relay), each partition's batch turned into summed gateway.requests records,
+org partials for the requests that count for their org only, and rejections, committed with
+the batch's source offsets in one transaction."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pipeline.config import IngestSource, Settings, TykPumpSource
+from pipeline.engine.relay import Output, Relay
+from pipeline.errors import failure_reason
+from pipeline.ingest.aggregate import Aggregate
+from pipeline.ingest.apisix import apisix_reader
+from pipeline.ingest.hits import Hit, Reader
+from pipeline.ingest.tyk_pump import tyk_pump_reader
+from pipeline.records.rejections import copied, rejection
+from pipeline.service.metrics import INGEST_PRODUCED, INGESTED, REJECTED
+from pipeline.wiring import org_partials_name
+
+#: Source records per batch, and how long the first waits for the batch to fill. A batch's
+#: records of one key and second become one record: fuller batches sum more.
+BATCH_MAX = 20_000
+BATCH_WITHIN = 0.25
+
+
+def reader_for(source: IngestSource) -> Reader:
+    if isinstance(source, TykPumpSource):
+        return tyk_pump_reader(source)
+    return apisix_reader(source)
+
+
+class Ingest:
+    """What one partition's batch of a source becomes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._readers = {source.topic: reader_for(source) for source in settings.ingest.sources}
+        self._requests = settings.topics.requests
+        self._partials = org_partials_name(settings)
+        self._rejected = settings.topics.rejected
+
+    def transform(self, tp: Any, records: Sequence[Any]) -> list[Output]:
+        """The outputs of one partition's records (aiokafka ConsumerRecords, in offset order)."""
+        read = self._readers[tp.topic]
+        outputs: list[Output] = []
+        hits: list[Hit] = []
+        for record in records:
+            try:
+                hits += read(record.value)
+            except Exception as exc:  # InvalidRecord, or a reader failing on input it never saw
+                outputs.append(self._rejection(tp, record, failure_reason(exc)))
+        aggregate = Aggregate()
+        aggregate.add_all(hits)
+        requests = self._requests
+        outputs += ((requests, key, value) for key, value in aggregate.request_counts())
+        stream = f"{tp.topic}/{tp.partition}"
+        partials = self._partials
+        outputs += (
+            (partials, key, value)
+            for key, value in aggregate.org_partials(stream, records[-1].offset)
+        )
+        return outputs
+
+    def committed(self, tp: Any, consumed: int, outputs: Sequence[Output]) -> None:
+        """A partition's batch is committed: count it in the metrics."""
+        INGESTED.labels(topic=tp.topic).inc(consumed)
+        by_topic: dict[str, int] = {}
+        for topic, _, _ in outputs:
+            by_topic[topic] = by_topic.get(topic, 0) + 1
+        for topic, count in by_topic.items():
+            if topic == self._rejected:
+                REJECTED.labels(topic=tp.topic).inc(count)
+            else:
+                INGEST_PRODUCED.labels(topic=topic).inc(count)
+
+    def _rejection(self, tp: Any, record: Any, reason: str) -> Output:
+        value = rejection(
+            topic=tp.topic,
+            partition=tp.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            reason=reason,
+            now=time.time(),
+        )
+        return (self._rejected, copied(record.key), value)
+
+
+def ingest_relay(settings: Settings) -> Relay:
+    """The relay of every configured source, in consumer group ``<app id>-ingest``."""
+    ingest = Ingest(settings)
+    return Relay(
+        settings,
+        [source.topic for source in settings.ingest.sources],
+        f"{settings.app_id}-ingest",
+        ingest.transform,
+        committed=ingest.committed,
+        max_records=BATCH_MAX,
+        within=BATCH_WITHIN,
+    )

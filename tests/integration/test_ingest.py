@@ -1,0 +1,300 @@
+"""The ingest stage on a real broker and worker: Tyk Pump and APISIX messages, unkeyed and
+spread over every partition, counted for their keys and orgs with each threshold firing once;
+bad messages rejected while the rest flows; and no request lost or counted twice when the
+worker is killed with SIGKILL again and again while it ingests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from pipeline.devtools.gateway_logs import apisix_entry, tyk_pump_message
+from pipeline.devtools.tyk_gateway import TykGatewayStandIn
+from tests.integration.conftest import consume, produce, read_to_end, wait_for_table
+
+T0 = 1_700_000_000.0
+RECORDED = Path(__file__).parents[1] / "data" / "gateways"
+#: start_time of the first entry of the recorded APISIX batch, in milliseconds.
+RECORDED_AT = 1_699_596_164_550
+
+
+def usage_of(state: dict[str, Any], subject: str) -> int | None:
+    return ((state.get(subject) or {}).get("current") or {}).get("usage")
+
+
+def ingest_config(make_config: Any, **sections: Any) -> dict[str, Any]:
+    config = make_config(**sections)
+    name = config["app_id"]
+    config["ingest"] = {
+        "sources": [
+            {"format": "tyk-pump", "topic": f"{name}.tyk-analytics"},
+            {"format": "apisix-kafka-logger", "topic": f"{name}.apisix", "org_id": "acme"},
+        ]
+    }
+    return config
+
+
+async def put(cli: Any, config: dict[str, Any], kind: str, entries: dict[str, Any]) -> None:
+    status, _, err = await cli(config, kind, "put", "-", stdin=orjson.dumps(entries))
+    assert status == 0, err
+
+
+def triggers_of(records: list[Any]) -> Counter[tuple[str, str, str]]:
+    events = [orjson.loads(record.value) for record in records]
+    return Counter((e["subject"], e["key"] or e["org"], e["trigger_limit"]) for e in events)
+
+
+def counts_of(records: list[Any]) -> Counter[str]:
+    counted: Counter[str] = Counter()
+    for record in records:
+        value = orjson.loads(record.value)
+        assert record.key == value["key"].encode()
+        counted[value["key"]] += value["count"]
+    return counted
+
+
+async def test_tyk_pump_and_apisix_traffic_fires_each_threshold_once(
+    make_config, cli, topics_of, start_worker
+):
+    config = ingest_config(make_config, monitor={"global_trigger_limits": [50, 80, 100]})
+    settings = await topics_of(config)
+    tyk_topic, apisix_topic = (source.topic for source in settings.ingest.sources)
+    await put(
+        cli,
+        config,
+        "sessions",
+        {
+            "tyk-key": {"org_id": "tyk-org", "quota_max": 100, "quota_renewal_rate": 3600},
+            "jack": {"org_id": "acme", "quota_max": 10, "quota_renewal_rate": 3600},
+        },
+    )
+    await put(
+        cli,
+        config,
+        "orgs",
+        {org: {"quota_max": 300, "quota_renewal_rate": 3600} for org in ("tyk-org", "acme")},
+    )
+    await start_worker(config)
+
+    # 100 requests that counted, 40 refused by the key's rate limit, 20 to a keyless API: the
+    # key reaches 100%, its org 160 of 300 (50%, not 80%).
+    tyk = [
+        tyk_pump_message(key="tyk-key", org_id="tyk-org", api_id="orders", ts=T0 + i * 0.05)
+        for i in range(100)
+    ]
+    tyk += [
+        tyk_pump_message(
+            key="tyk-key", org_id="tyk-org", api_id="orders", ts=T0 + 5, response_code=429
+        )
+        for _ in range(40)
+    ]
+    tyk += [tyk_pump_message(key="", org_id="tyk-org", api_id="status", ts=T0 + 6)] * 20
+    random.Random(7).shuffle(tyk)
+    bad = b'{"timestamp": "yesterday", "org_id": "tyk-org"}'
+    await produce(settings.kafka.bootstrap_servers, tyk_topic, [(None, v) for v in [bad, *tyk]])
+    # APISIX: one recorded batch (jack twice, one refusal, one anonymous, rose), eight more.
+    batch = (RECORDED / "apisix-batch.json").read_bytes()
+    more = [
+        apisix_entry(consumer="jack", route_id="r", start_time_ms=RECORDED_AT + 10_000 + i)
+        for i in range(8)
+    ]
+    await produce(
+        settings.kafka.bootstrap_servers,
+        apisix_topic,
+        [(b"route-key", batch), (b"route-key", orjson.dumps(more))],
+    )
+
+    keys_fired = Counter(
+        {("key", key, limit): 1 for key in ("tyk-key", "jack") for limit in ("50", "80", "100")}
+    )
+    await consume(
+        settings.kafka.bootstrap_servers,
+        settings.topics.triggers,
+        until=lambda records: triggers_of(records) == keys_fired,
+    )
+    org_usage = await wait_for_table(
+        settings, "org_usage", lambda s: usage_of(s, "tyk-org") == 160 and usage_of(s, "acme") == 13
+    )
+    # The org's records came through two paths (its keys' through the usage stage, the rest
+    # straight from the ingest stage), so some were late for the period the first one opened:
+    # late records fire nothing themselves. The next one fires what the org has reached.
+    assert org_usage["tyk-org"]["current"]["usage"] == 160
+    marker = tyk_pump_message(key="", org_id="tyk-org", api_id="status", ts=T0 + 100)
+    await produce(settings.kafka.bootstrap_servers, tyk_topic, [(None, marker)])
+    triggers = await consume(
+        settings.kafka.bootstrap_servers,
+        settings.topics.triggers,
+        until=lambda records: sum(triggers_of(records).values()) > sum(keys_fired.values()),
+    )
+    assert triggers_of(triggers) == keys_fired + Counter({("org", "tyk-org", "50"): 1})
+
+    requests = await read_to_end(settings.kafka.bootstrap_servers, settings.topics.requests)
+    assert counts_of(requests) == {"tyk-key": 100, "jack": 10, "rose": 1}
+    assert len(requests) < 111 // 2, "requests of one key and second were not summed"
+
+    [rejected] = await consume(
+        settings.kafka.bootstrap_servers, settings.topics.rejected, until=lambda r: len(r) >= 1
+    )
+    rejection = orjson.loads(rejected.value)
+    assert rejection["topic"] == tyk_topic
+    assert "timestamp" in rejection["reason"] or "datetime" in rejection["reason"]
+
+
+KEYS = [f"kill-key-{i:02d}" for i in range(20)]
+LIMITS = [25, 50, 75, 100]
+RECORDS = 40_000
+QUOTA = RECORDS // len(KEYS)
+KILLS = 3
+#: Records sent only once the kills are done: every kill comes while traffic flows.
+HELD_BACK = 5_000
+
+
+async def produce_steadily(
+    bootstrap: str, topic: str, records: list[bytes], kills_done: asyncio.Event
+) -> None:
+    """Unkeyed, as Tyk Pump writes: 200 records every quarter of a second while the worker is
+    being killed (holding the last HELD_BACK until the kills are done, however slow the
+    restarts), then the rest at once."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        sent = 0
+        while sent < len(records):
+            if kills_done.is_set():
+                chunk = len(records) - sent
+            elif sent + 200 <= len(records) - HELD_BACK:
+                chunk = 200
+            else:
+                chunk = 0
+            for value in records[sent : sent + chunk]:
+                await producer.send(topic, value)
+            await producer.flush()
+            sent += chunk
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(kills_done.wait(), 0.25)  # pacing the traffic
+    finally:
+        await producer.stop()
+
+
+def total_usage(state: dict[str, Any]) -> int:
+    return sum((value.get("current") or {}).get("usage", 0) for value in state.values())
+
+
+@pytest.mark.timeout(400)
+async def test_sigkill_while_ingesting_loses_and_repeats_nothing(
+    make_config, cli, topics_of, start_worker
+):
+    config = ingest_config(make_config, monitor={"global_trigger_limits": LIMITS})
+    settings = await topics_of(config)
+    tyk_topic = settings.ingest.sources[0].topic
+    await put(
+        cli,
+        config,
+        "sessions",
+        {key: {"org_id": "kill-org", "quota_max": QUOTA, "quota_renewal_rate": 0} for key in KEYS},
+    )
+    traffic = [
+        tyk_pump_message(key=KEYS[i % len(KEYS)], org_id="kill-org", api_id="a", ts=T0 + i / 100)
+        for i in range(RECORDS)
+    ]
+    worker = await start_worker(config)
+    kills_done = asyncio.Event()
+    producing = asyncio.create_task(
+        produce_steadily(settings.kafka.bootstrap_servers, tyk_topic, traffic, kills_done)
+    )
+    counted = 0
+    for kill in range(KILLS):
+        # Killed once it has counted more since the last kill: while it ingests.
+        state = await wait_for_table(
+            settings, "key_usage", lambda s, c=counted: total_usage(s) > c + 500, timeout=120
+        )
+        worker.kill()
+        counted = total_usage(state)
+        worker = await start_worker(config, name=f"restarted-{kill}")
+    assert counted < RECORDS - HELD_BACK
+    kills_done.set()
+    await producing
+
+    await wait_for_table(settings, "key_usage", lambda s: total_usage(s) == RECORDS, timeout=180)
+    requests = await read_to_end(settings.kafka.bootstrap_servers, settings.topics.requests)
+    assert counts_of(requests) == dict.fromkeys(KEYS, QUOTA)
+    expected = Counter({("key", key, str(limit)): 1 for key in KEYS for limit in LIMITS})
+    triggers = await consume(
+        settings.kafka.bootstrap_servers,
+        settings.topics.triggers,
+        until=lambda records: sum(triggers_of(records).values()) >= sum(expected.values()),
+        timeout=120,
+    )
+    assert triggers_of(triggers) == expected
+
+
+async def test_from_tyk_to_a_webhook_a_synced_session_meets_its_pump_messages(
+    make_config, cli, topics_of, start_worker, receiver
+):
+    """The walk of docs/tyk.md: a gateway that hashes keys, its sessions synced, its Tyk Pump
+    messages ingested; each threshold reaches the monitor webhook once."""
+    secret = "tyk-secret-e2e"
+    async with TykGatewayStandIn(secret, hash_keys=True) as gateway:
+        gateway.put_session(
+            "raw-key-e2e",
+            {"org_id": "e2e-org", "quota_max": 40, "quota_renewal_rate": 3600, "alias": "app"},
+        )
+        gateway.put_org("e2e-org", {"org_id": "e2e-org", "quota_max": 10_000})
+        config = ingest_config(
+            make_config,
+            monitor={
+                "global_trigger_limits": [50, 100],
+                "configuration": {"target_path": f"{receiver.url}/tyk-monitor"},
+            },
+            tyk={"gateway_url": gateway.url, "gateway_secret": secret, "hashed_keys": True},
+        )
+        settings = await topics_of(config)
+        status, out, err = await cli(config, "sessions", "sync")
+        assert status == 0, err
+        assert "1 new" in out
+        await start_worker(config)
+
+        hashed = gateway.stored_id("raw-key-e2e")  # what the gateway puts in api_key
+        tyk_topic = settings.ingest.sources[0].topic
+        # 40 requests that count, as the walk-through sends them; 10 refused by the rate limit.
+        sent = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "pipeline.devtools.gateway_logs",
+            "--topic",
+            tyk_topic,
+            "--key",
+            hashed,
+            "--org",
+            "e2e-org",
+            "--count",
+            "40",
+            env={**os.environ, "QP_KAFKA_BOOTSTRAP": settings.kafka.bootstrap_servers},
+        )
+        assert await sent.wait() == 0
+        refused = tyk_pump_message(
+            key=hashed, org_id="e2e-org", api_id="orders", ts=time.time(), response_code=429
+        )
+        await produce(settings.kafka.bootstrap_servers, tyk_topic, [(None, refused)] * 10)
+        hooks = await receiver.wait_for(2, timeout=60)
+        status, out, err = await cli(config, "sessions", "sync")  # nothing changed
+        assert status == 0, err
+        assert "0 new, 0 changed" in out
+
+    bodies = sorted(
+        (orjson.loads(h.body)["key"], orjson.loads(h.body)["trigger_limit"]) for h in hooks
+    )
+    assert bodies == [(hashed, "100"), (hashed, "50")]
+    triggers = await read_to_end(settings.kafka.bootstrap_servers, settings.topics.triggers)
+    assert triggers_of(triggers) == {("key", hashed, "50"): 1, ("key", hashed, "100"): 1}
