@@ -126,7 +126,8 @@ class IngestBenchResult:
 
     @property
     def records_per_s(self) -> float:
-        return self.timed / self.seconds
+        """0 when the first commit took every record (a tiny run): nothing was timed."""
+        return self.timed / self.seconds if self.timed and self.seconds > 0 else 0.0
 
     @property
     def ceiling_per_s(self) -> float:

@@ -1,6 +1,6 @@
 """A local stand-in of Tyk Gateway's key API, for the tests and the bench of `sessions sync`.
 
-It answers as Tyk documents and does (research notes, section 4; ``gateway/api.go``):
+It answers as Tyk documents and does (TykTechnologies/tyk ``gateway/api.go``):
 ``x-tyk-authorization`` must be the secret (else 403 ``Attempted administrative access with
 invalid or missing key!``); ``GET /tyk/keys`` lists the keys (the hashes when ``hash_keys``, and
 then only with ``hashed_listing``, else 404); ``GET|PUT|DELETE /tyk/keys/{key}``

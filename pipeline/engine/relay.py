@@ -32,7 +32,6 @@ Whoever reads the output must read committed records only (the worker's consumer
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
@@ -114,14 +113,12 @@ class Relay:
         #: Per assigned partition, the offset its next record must have at least: what is
         #: committed. Records below it were relayed already.
         self._next: dict[TopicPartition, int] = {}
-        #: Held while a batch's commits start, and by a rebalance.
+        #: Held by a batch from its transform to its commits, and by a rebalance.
         self._lock = asyncio.Lock()
         #: Bumped by every assignment and revocation: a batch taken under an older one is stale.
         self.generation = 0
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
-        #: The last batch's transactions, under way while the next batch is taken.
-        self._committing: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         """Relay until :meth:`stop`, starting again after a failure."""
@@ -172,35 +169,19 @@ class Relay:
             while not self._stopping.is_set():
                 generation = self.generation
                 taken = await self._take(consumer)
-                prepared = [
-                    await self._prepare(tp, records)
-                    for tp, records in taken.items()
-                    if tp in self._producers  # else revoked since: the batch is stale
-                ]
-                # One transaction at a time per producer: the last batch's end first. A batch
-                # is taken and prepared while the one before commits (a fifth of the time
-                # went in waiting for commits), and committed only once that one has: had it
-                # failed, this raises, and every partition is read again from its commits.
-                await self._drain()
-                if not prepared:
+                if not taken:
                     continue
                 async with self._lock:
                     if generation != self.generation:
                         continue  # a rebalance came between: read again from the commits
-                    self._committing = asyncio.create_task(self._commit_all(prepared))
-            await self._drain()
+                    prepared = [await self._prepare(tp, records) for tp, records in taken.items()]
+                    await asyncio.gather(
+                        *(self._commit(batch) for batch in prepared if batch.consumed)
+                    )
         finally:
             async with self._lock:
-                with contextlib.suppress(Exception):  # a failure is the restart's to mend
-                    await self._drain()
                 await self._stop_producers(consumer, list(self._producers))
             await consumer.stop()
-
-    async def _drain(self) -> None:
-        """Wait for the last batch's transactions to end; raise what failed them."""
-        committing, self._committing = self._committing, None
-        if committing is not None:
-            await committing
 
     async def _take(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
         """Records fetched until there are ``max_records`` or the first has waited
@@ -235,9 +216,6 @@ class Relay:
         outputs = list(self._transform(tp, records))
         batches = await self._batches(self._producers[tp], tp, outputs)
         return Prepared(tp, len(records), records[-1].offset + 1, outputs, batches)
-
-    async def _commit_all(self, prepared: list[Prepared]) -> None:
-        await asyncio.gather(*(self._commit(batch) for batch in prepared if batch.consumed))
 
     async def _commit(self, batch: Prepared) -> None:
         """One partition's output and its next offset, one transaction."""
@@ -338,10 +316,6 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         relay = self._relay
         async with relay._lock:
             relay.generation += 1
-            # Its commits end before the partitions go. One that failed is read again: every
-            # partition is, from its commits, once assigned (eager rebalancing).
-            with contextlib.suppress(Exception):
-                await relay._drain()
             await relay._stop_producers(self._consumer, list(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:

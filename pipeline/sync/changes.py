@@ -7,13 +7,14 @@ A session is published as a compact subset, the fields the worker reads (``org_i
 Tyk's session object (``quota_remaining``, ``last_check``, ``allowance``, ``quota_renews``…)
 moves with every request, and would make every pass publish every key again.
 
-Tyk 5.12 and later leave zero-valued fields out of a session (``omitzero``; the research notes'
-section 4, commit 6468f139d); earlier versions write them, and write ``null`` for an empty list
-or map. A missing or null field is taken as the zero Go decodes it to: ``org_id`` "",
-``quota_max`` 0, ``quota_renewal_rate`` 0, no trigger limits, empty ``meta_data``. So a session
-has one subset whichever version serves it. ``quota_max`` 0 is what Tyk's quota check skips
-(``RedisQuotaExceeded`` returns early for ``QuotaMax <= 0``: no quota), as the worker's
-``Quota.unlimited`` does; ``quota_renewal_rate`` 0 is a quota that never renews, for both.
+Tyk 5.12 and later leave zero-valued fields out of a session (``omitzero`` in
+TykTechnologies/tyk ``user/session.go`` since commit 6468f139d); earlier versions write them,
+and write ``null`` for an empty list or map. A missing or null field is taken as the zero Go
+decodes it to: ``org_id`` "", ``quota_max`` 0, ``quota_renewal_rate`` 0, no trigger limits,
+empty ``meta_data``. So a session has one subset whichever version serves it. ``quota_max`` 0 is
+what Tyk's quota check skips (``RedisQuotaExceeded`` returns early for ``QuotaMax <= 0``: no
+quota), as the worker's ``Quota.unlimited`` does; ``quota_renewal_rate`` 0 is a quota that never
+renews, for both.
 """
 
 from __future__ import annotations

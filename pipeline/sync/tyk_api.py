@@ -1,5 +1,5 @@
-"""A client of Tyk Gateway's REST API for key and org sessions (research notes, section 4:
-``gateway/api.go`` and ``gateway/server.go``).
+"""A client of Tyk Gateway's REST API for key and org sessions (as TykTechnologies/tyk serves
+it: ``gateway/api.go`` and ``gateway/server.go``).
 
 - ``GET /tyk/keys`` lists every key as ``{"keys": [...]}``; with ``hash_keys`` on, the
   hashes, and only with ``enable_hashed_keys_listing`` (else a 404 that says so).

@@ -135,14 +135,17 @@ async def test_bench_runs_at_a_tiny_size_and_writes_its_json_and_plot(kafka_boot
     assert (result["ingest_records"], ingest["records"], ingest["source_records"]) == (
         400,
         400,
-        401,
+        400,
     )
-    for figure in ("seconds", "records_per_s", "ceiling_per_s", "ratio", "aggregation"):
+    # At this size the ingest group's first commit may take every record: none is timed.
+    assert 0 <= ingest["timed"] < 400
+    assert (ingest["records_per_s"] > 0) == (ingest["timed"] > 0)
+    for figure in ("ceiling_per_s", "aggregation"):
         assert ingest[figure] > 0, figure
     assert len(ingest["ceiling_passes"]) == 3
     # The sums count every request that counts for its key, once.
     assert ingest["counts_match"]
-    assert 0 < ingest["keyed"] == ingest["requests_counted"] < 401
+    assert 0 < ingest["keyed"] == ingest["requests_counted"] <= 400
     assert 0 < ingest["request_records"] <= ingest["keyed"]
     sessions = result["sessions"]
     assert (result["sessions_asked"], sessions["sessions"], sessions["changed"]) == (300, 300, 3)

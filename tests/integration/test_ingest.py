@@ -155,7 +155,7 @@ KEYS = [f"kill-key-{i:02d}" for i in range(20)]
 LIMITS = [25, 50, 75, 100]
 RECORDS = 40_000
 QUOTA = RECORDS // len(KEYS)
-KILLS = 3
+KILLS = 2
 #: Records sent only once the kills are done: every kill comes while traffic flows.
 HELD_BACK = 5_000
 
