@@ -42,7 +42,7 @@ class Ingest:
         self._rejected = settings.topics.rejected
 
     def transform(self, tp: Any, records: Sequence[Any]) -> list[Output]:
-        """The outputs of one partition's records (aiokafka ConsumerRecords, in offset order)."""
+        """The outputs of one partition's records (aiokafka's own: offset, key, value; in order)."""
         read = self._readers[tp.topic]
         outputs: list[Output] = []
         hits: list[Hit] = []

@@ -166,7 +166,9 @@ async def test_bench_runs_at_a_tiny_size_and_writes_its_json_and_plot(kafka_boot
         "sessions_applied_per_s",
     }
     for name, target in targets.items():
-        assert target["figure"] > 0, name
+        # Nothing of the ingest stage may be timed at this size (its ratio is then 0).
+        if name != "ingest_over_ceiling" or ingest["timed"]:
+            assert target["figure"] > 0, name
         assert target["verdict"] in ("met", "not met", "n/a"), name
     # 200 keys prove nothing about a million: memory and recovery are never "met" here.
     assert targets["peak_rss_mb"]["verdict"] != "met"

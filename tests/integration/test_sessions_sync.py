@@ -190,11 +190,17 @@ async def test_watch_picks_up_a_change_and_ends_cleanly_on_ctrl_c(
         gateway.put_session("key-1", tyk_session(quota_max=77))
         records = await consume(bootstrap, topic, until=lambda records: len(records) >= 2)
         assert orjson.loads(records[1].value)["quota_max"] == 77
+        # The pass that published it says so once it ends: Ctrl-C only after its line.
+        assert process.stdout is not None
+        lines: list[str] = []
+        async with asyncio.timeout(30):
+            while not any("1 changed" in line for line in lines):
+                lines.append((await process.stdout.readline()).decode())
     finally:
         process.send_signal(signal.SIGINT)
         out, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 0, err
-    lines = out.decode().splitlines()
+    lines += out.decode().splitlines()
     assert "1 new" in lines[0]
     assert any("1 changed" in line for line in lines[1:])
 
