@@ -47,6 +47,28 @@ class RecordBatches:
         self.acks.append(sent)
 
 
+def append_to(
+    producer: Any,
+    filling: dict[Any, Any],
+    where: Any,
+    key: bytes | None,
+    value: bytes | None,
+    *,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> Any | None:
+    """Append a record to the batch being filled for ``where`` (a partition, or a topic and
+    partition); the batch it filled up, ready to send, or None."""
+    headers = headers or []  # aiokafka's record builder takes a list only
+    batch = filling.get(where)
+    if batch is None:
+        batch = filling[where] = producer.create_batch()
+    if batch.append(key=key, value=value, timestamp=None, headers=headers) is not None:
+        return None
+    filling[where] = producer.create_batch()
+    filling[where].append(key=key, value=value, timestamp=None, headers=headers)  # always fits
+    return batch
+
+
 def filled_batches(
     producer: Any, records: Iterable[tuple[bytes | None, bytes | None]]
 ) -> list[Any]:

@@ -25,6 +25,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline.config import Settings
+from pipeline.engine.batches import append_to
 from pipeline.engine.security import client_options, connection_problem
 from pipeline.errors import BrokerUnavailable
 
@@ -192,13 +193,9 @@ async def send_keyed(
     count = 0
     for key, value in records:
         partition = partitioner(key, partitions, partitions)
-        batch = filling.get(partition)
-        if batch is None:
-            batch = filling[partition] = client.create_batch()
-        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-            acks.append(await client.send_batch(batch, topic, partition=partition))
-            batch = filling[partition] = client.create_batch()
-            batch.append(key=key, value=value, timestamp=None, headers=headers)  # always fits
+        full = append_to(client, filling, partition, key, value, headers=headers)
+        if full is not None:
+            acks.append(await client.send_batch(full, topic, partition=partition))
         count += 1
     for partition, batch in filling.items():
         if batch.record_count():

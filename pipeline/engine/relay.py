@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 
 from pipeline.config import Settings
-from pipeline.engine.batches import KeyPartitions
+from pipeline.engine.batches import KeyPartitions, append_to
 from pipeline.engine.consumer import RawRecordsOf
 from pipeline.engine.security import client_options
 
@@ -235,7 +235,8 @@ class Relay:
         """``outputs`` in record batches per topic and partition (where a keyed send puts each:
         aiokafka's default partitioner), ready to send. A send per record cost about 29 µs,
         half the relay's time; appending to a batch 2 to 5 µs."""
-        filling: dict[tuple[str, int], list[Any]] = {}
+        filling: dict[tuple[str, int], Any] = {}
+        batches: list[tuple[str, int, Any]] = []
         for topic, key, value in outputs:
             where = self._partitions.get(topic)
             if where is None:
@@ -245,17 +246,11 @@ class Relay:
                 )
             # A record without a key (a rejection of one) goes where its source partition says.
             partition = where(key) if key is not None else source.partition % len(where.partitions)
-            batches = filling.get((topic, partition))
-            if batches is None:
-                batches = filling[(topic, partition)] = [producer.create_batch()]
-            if batches[-1].append(key=key, value=value, timestamp=None) is None:  # full
-                batches.append(producer.create_batch())
-                batches[-1].append(key=key, value=value, timestamp=None)  # the first always fits
-        return [
-            (topic, partition, batch)
-            for (topic, partition), batches in filling.items()
-            for batch in batches
-        ]
+            full = append_to(producer, filling, (topic, partition), key, value)
+            if full is not None:
+                batches.append((topic, partition, full))
+        batches += ((topic, partition, batch) for (topic, partition), batch in filling.items())
+        return batches
 
     def transactional_id(self, tp: TopicPartition) -> str:
         return f"{self.group_id}-{tp.topic}-{tp.partition}"
