@@ -17,12 +17,11 @@ How it holds:
   transaction (``send_offsets_to_transaction``);
 - a rebalance waits for the batch under way, and a batch taken across a rebalance is dropped
   (every partition is then read again from its committed offset);
-- aiokafka reads a partition's committed offset as it is assigned, before the fencing, and its
-  OffsetFetch cannot ask for stable offsets (Kafka's ``require_stable``): an offset committed
-  by a transaction that had just ended could be read as it was before. So a partition's owner
-  that lets it go waits until its last commit reads back, and a new owner reads the committed
-  offset again after the fencing and drops whatever it is handed below it. (Seeking there
-  instead raced aiokafka's own reset: the records came twice.)
+- a new owner reads each partition's committed offset after the fencing, as it stands once no
+  transaction holds it pending (``require_stable``: pipeline.engine.stable_offsets), and drops
+  whatever it is handed below it. aiokafka's own OffsetFetch cannot ask for stable offsets, and
+  a transaction that had just ended could still read as before it: its records came twice.
+  (Seeking there instead raced aiokafka's own reset: the records came twice too.)
 - any failure of a transaction (fenced, a broker gone, a timeout whose outcome is unknown)
   restarts the relay: new consumer, new producers, committed offsets. Nothing is read past
   what is committed, so nothing is lost or counted twice.
@@ -43,6 +42,7 @@ from pipeline.config import Settings
 from pipeline.engine.batches import KeyPartitions, append_to
 from pipeline.engine.consumer import RawRecordsOf
 from pipeline.engine.security import client_options
+from pipeline.engine.stable_offsets import stable_committed
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,6 @@ Committed = Callable[[TopicPartition, int, Sequence[Output]], None]
 RESTART_AFTER = 1.0
 #: A relay's producers wait this long for a linger: output is sent a batch at a time.
 LINGER_MS = 5
-#: Seconds a partition's owner waits, as it lets the partition go, for its last commit to
-#: read back.
-COMMIT_VISIBLE_WITHIN = 10.0
-COMMIT_POLL = 0.05
 #: Keys whose partition a relay remembers (murmur2 in Python costs a few µs a key) before it
 #: forgets them all: API keys are many, and a relay runs for months.
 REMEMBERED_KEYS = 200_000
@@ -180,7 +176,7 @@ class Relay:
                     )
         finally:
             async with self._lock:
-                await self._stop_producers(consumer, list(self._producers))
+                await self._stop_producers(list(self._producers))
             await consumer.stop()
 
     async def _take(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
@@ -271,33 +267,17 @@ class Relay:
             self._producers[tp] = producer
 
         await asyncio.gather(*(start(tp) for tp in tps))
+        committed = await stable_committed(consumer, tps)
         for tp in tps:
-            self._next[tp] = await consumer.committed(tp) or 0
+            self._next[tp] = committed[tp] or 0
 
-    async def _stop_producers(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
-        """Stop the producers of ``tps`` once their last commits read back (bounded: a broker
-        gone is the next owner's fencing to settle)."""
+    async def _stop_producers(self, tps: list[TopicPartition]) -> None:
+        """Stop the producers of ``tps``; their last commits are the next owner's to read, as
+        they stand once stable."""
         producers = [self._producers.pop(tp) for tp in tps if tp in self._producers]
         await asyncio.gather(*(producer.stop() for producer in producers))
         for tp in tps:
-            expected = self._next.get(tp)
-            if expected and not await _reads_back(consumer, tp, expected):
-                log.warning("relay %s: %s commit unconfirmed at hand-over", self.group_id, tp)
-        for tp in tps:
             self._next.pop(tp, None)
-
-
-async def _reads_back(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> bool:
-    """Whether ``tp``'s committed offset reads back as ``offset`` within
-    COMMIT_VISIBLE_WITHIN seconds (a broker gone: the next owner's fencing settles it)."""
-    for _ in range(int(COMMIT_VISIBLE_WITHIN / COMMIT_POLL)):
-        try:
-            if (await consumer.committed(tp) or 0) >= offset:
-                return True
-        except KafkaError:
-            return False
-        await asyncio.sleep(COMMIT_POLL)  # polling the broker, which tells no one
-    return False
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -311,7 +291,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         relay = self._relay
         async with relay._lock:
             relay.generation += 1
-            await relay._stop_producers(self._consumer, list(revoked))
+            await relay._stop_producers(list(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         relay = self._relay

@@ -20,10 +20,12 @@ from pipeline.engine.versions import SUPPORTED
 ROOT = Path(__file__).parents[2]
 CONSTRAINTS = ROOT / "tests" / "versions" / "lowest.txt"
 VENV = ROOT / ".venv-lowest"
-#: The engine's unit tests and the SIGKILL exactly-once test. The two-worker one (a partition
-#: handed over) runs on the highest versions only: here it added 20 s to CI.
+#: The engine's unit tests, the SIGKILL exactly-once test and the stable offset reads (protocol
+#: structs of our own on aiokafka's types). The two-worker exactly-once test (a partition handed
+#: over) runs on the highest versions only: here it added 20 s to CI.
 TESTS = [
     "tests/unit/engine",
+    "tests/integration/test_stable_offsets.py",
     "tests/integration/test_exactly_once.py::test_worker_killed_mid_stream_loses_and_repeats_nothing",
 ]
 
