@@ -3,7 +3,9 @@ share of a batch: drop what was applied already, write a plan, sweep held reques
 
 Every batch writes in this order: events first (triggers, partials, rejections), then the
 tables, then the applied_offsets mark. A crash between them repeats an event (with its id)
-rather than losing one, and applies the records again rather than never.
+rather than losing one, and reads the records again rather than never. Under at_least_once
+those writes are not one transaction: a key's usage state and held requests keep the offset of
+their last request (pipeline.usage.keys), so a request read again is not counted again.
 """
 
 from __future__ import annotations

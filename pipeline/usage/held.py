@@ -67,6 +67,9 @@ class Held:
     org_id: str = ""
     #: Seconds each bucket spans (GRAINS).
     grain: float = 1.0
+    #: Keys only: the offset of the last request held (as UsageState.applied): one read again
+    #: after a crash is not held twice.
+    applied: int | None = None
 
     def expired(self, now: float, policy: HoldPolicy) -> bool:
         return now - self.since > policy.seconds
@@ -114,6 +117,7 @@ class Held:
             "requests": self.requests,
             "org_id": self.org_id,
             "grain": self.grain,
+            **({"applied": self.applied} if self.applied is not None else {}),
         }
 
     @classmethod
@@ -131,6 +135,7 @@ class Held:
             requests=data["requests"],
             org_id=data.get("org_id", ""),
             grain=grain,
+            applied=data.get("applied"),
         )
 
 

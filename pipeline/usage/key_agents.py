@@ -133,7 +133,11 @@ def attach_requests_agent(pipeline: Pipeline) -> None:
             stored = KeyTables(sessions, tables.key_usage.read(source, keys - unknown), held)
             room = ledger.room(partition, policy)
             plan = plan_key_batch(
-                stored, records, monitor, HoldContext(policy, time.time(), partition, room)
+                stored,
+                records,
+                monitor,
+                HoldContext(policy, time.time(), partition, room),
+                [source.offset for source in decoded.sources],
             )
             swept.into(plan, HELD_REQUESTS)
             if plan.failed:

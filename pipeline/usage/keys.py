@@ -21,6 +21,7 @@ from pipeline.records.subjects import Session
 from pipeline.usage.held import Held, hold
 from pipeline.usage.plans import BatchPlan, HoldContext, WorkingTables
 from pipeline.usage.quota import Crossing, Limits, UsageState, apply_records, reset
+from pipeline.usage.series import sample, sampled_json
 from pipeline.usage.triggers import trigger_event
 from pipeline.usage.watching import compact_session, watched_key
 
@@ -60,16 +61,25 @@ def plan_key_batch(
     records: Sequence[RequestCount],
     monitor: MonitorConfig,
     hold_context: HoldContext,
+    offsets: Sequence[int] | None = None,
 ) -> BatchPlan:
     """One partition's share of a batch of gateway.requests: the keys' new usage states and
-    the triggers to emit; the requests of keys without a session are held. Writes nothing."""
+    the triggers to emit; the requests of keys without a session are held. Writes nothing.
+
+    ``offsets`` (each record's, in the source partition, ascending) mark what each key's state
+    has applied: the batch's last offset. A key's records at or below its mark were counted
+    before and are skipped. The partition's applied_offsets mark is written after the tables,
+    so a crash between them reads again records whose keys' states have them already (under
+    at_least_once the writes of one batch are not one transaction). The mark is the batch's,
+    not each key's own last offset: a batch is applied whole to each of its keys, in offset
+    order, so every record of a key up to it has been; and it costs nothing per record."""
     by_key: dict[str, list[tuple[float, int]]] = defaultdict(list)
     org_of_key: dict[str, str] = {}
     for record in records:
         key = record.key
         by_key[key].append((record.ts, record.count))
         org_of_key[key] = record.org_id
-    planner = _RequestsPlanner(BatchPlan(), monitor, hold_context)
+    planner = _RequestsPlanner(BatchPlan(), monitor, hold_context, records, offsets)
     for key, counts in by_key.items():
         try:
             planner.plan(key, counts, org_of_key[key], tables)
@@ -79,10 +89,34 @@ def plan_key_batch(
 
 
 class _RequestsPlanner:
-    def __init__(self, result: BatchPlan, monitor: MonitorConfig, context: HoldContext) -> None:
+    def __init__(
+        self,
+        result: BatchPlan,
+        monitor: MonitorConfig,
+        context: HoldContext,
+        records: Sequence[RequestCount] = (),
+        offsets: Sequence[int] | None = None,
+    ) -> None:
         self.result = result
         self._monitor = monitor
         self._context = context
+        self._records = records
+        self._offsets = offsets
+        #: (first, last) offset of the batch, when known.
+        self._span = (offsets[0], offsets[-1]) if offsets else None
+        self._by_key: dict[str, list[tuple[int, float, int]]] | None = None
+
+    def _unapplied(self, key: str, applied: int | None) -> list[tuple[float, int]] | None:
+        """The key's counts above ``applied``, when some of the batch was applied to it before
+        (read again after a crash); None when none was (the usual case: nothing to filter)."""
+        if self._span is None or applied is None or applied < self._span[0]:
+            return None
+        if self._by_key is None:  # once per batch read again, for all its keys
+            assert self._offsets is not None
+            self._by_key = defaultdict(list)
+            for record, offset in zip(self._records, self._offsets, strict=True):
+                self._by_key[record.key].append((offset, record.ts, record.count))
+        return [(ts, count) for offset, ts, count in self._by_key[key] if offset > applied]
 
     def plan(
         self, key: str, counts: list[tuple[float, int]], org_id: str, tables: KeyTables
@@ -92,8 +126,14 @@ class _RequestsPlanner:
         stored = tables.sessions.get(key)
         if stored is None:
             context = self._context
+            held = Held.from_stored(tables.held.get(key))
+            fresh = self._unapplied(key, held.applied if held is not None else None)
+            if fresh is not None:
+                if not fresh:
+                    return
+                counts = fresh
             entry = hold(
-                Held.from_stored(tables.held.get(key)),
+                held,
                 counts,
                 now=context.now,
                 partition=context.partition,
@@ -103,14 +143,24 @@ class _RequestsPlanner:
             )
             if entry is not None:
                 entry.org_id = org_id
+                if self._span is not None:
+                    entry.applied = self._span[1]
                 plan.write(HELD_REQUESTS, key, entry.to_json())
             elif key in tables.held:
                 plan.write(HELD_REQUESTS, key, None)  # expired, and nothing new fitted
             return
         watched = watched_key(stored, self._monitor)
         state = UsageState.from_stored(tables.key_usage.get(key))
+        fresh = self._unapplied(key, state.applied)
+        if fresh is not None:
+            if not fresh:
+                return
+            counts = fresh
         applied = apply_records(state, counts, watched.limits)
-        plan.write(KEY_USAGE, key, applied.state.to_json())
+        data = sampled_json(applied.state, counts)
+        if self._span is not None:
+            data["applied"] = self._span[1]
+        plan.write(KEY_USAGE, key, data)
         if applied.crossings:  # (rare: most keys of a batch reach no threshold)
             # The session's org wins; gateways always say which org they counted for.
             org = watched.org_id or org_id
@@ -129,8 +179,13 @@ class _RequestsPlanner:
                 {} if usage is None else {key: usage},
                 {} if held is None else {key: held},
             )
+            offset = None if self._offsets is None else self._offsets[index]
             attempt = _RequestsPlanner(
-                BatchPlan(tally=self.result.tally), self._monitor, self._context
+                BatchPlan(tally=self.result.tally),
+                self._monitor,
+                self._context,
+                [record],
+                None if offset is None else [offset],
             )
             try:
                 attempt.plan(key, [(record.ts, record.count)], record.org_id, now)
@@ -195,9 +250,17 @@ class _SessionsPlanner:
         """Apply the requests held for ``key`` now that its session has come."""
         if state.absorbed != waiting.since:  # else applied already, before a crash
             watched = watched_key(stored, self._monitor)
-            applied = apply_records(state, waiting.counts(), watched.limits)
+            counts = waiting.counts()
+            applied = apply_records(state, counts, watched.limits)
+            new = sample(applied.state, counts)
+            # What was held counts as applied: read again after a crash, it is not counted.
+            marks = [mark for mark in (state.applied, waiting.applied) if mark is not None]
             state = UsageState(
-                applied.state.current, applied.state.previous, absorbed=waiting.since
+                new.current,
+                new.previous,
+                waiting.since,
+                series=new.series,
+                applied=max(marks) if marks else None,
             )
             org = watched.org_id or waiting.org_id
             self.result.triggers += key_triggers(key, org, watched.limits, applied.crossings)

@@ -22,6 +22,7 @@ from pipeline.usage.held import Held, hold
 from pipeline.usage.partials import Partial, is_new, marked
 from pipeline.usage.plans import BatchPlan, HoldContext, WorkingTables
 from pipeline.usage.quota import Crossing, Limits, UsageState, apply_records
+from pipeline.usage.series import sample
 from pipeline.usage.triggers import trigger_event
 from pipeline.usage.watching import compact_org, org_limits
 
@@ -105,12 +106,13 @@ class _PartialsPlanner:
         plan = self.result
         if stored is None:
             self._hold(org_id, buckets, tables)
-            new = UsageState(state.current, state.previous, state.absorbed, origins)
+            new = UsageState(state.current, state.previous, state.absorbed, origins, state.series)
             plan.write(ORG_USAGE, org_id, new.to_json())
             return
         limits = org_limits(stored, self._monitor)
         applied = apply_records(state, buckets, limits)
-        new = UsageState(applied.state.current, applied.state.previous, state.absorbed, origins)
+        after = sample(applied.state, buckets)
+        new = UsageState(after.current, after.previous, state.absorbed, origins, after.series)
         plan.write(ORG_USAGE, org_id, new.to_json())
         plan.triggers += org_triggers(org_id, limits, applied.crossings)
 
@@ -204,9 +206,10 @@ class _OrgsPlanner:
         state = UsageState.from_stored(working.get(ORG_USAGE, org_id))
         if state.absorbed != waiting.since:  # else applied already, before a crash
             limits = org_limits(stored, self._monitor)
-            applied = apply_records(state, waiting.counts(), limits)
-            new = applied.state
-            state = UsageState(new.current, new.previous, waiting.since, new.origins)
+            counts = waiting.counts()
+            applied = apply_records(state, counts, limits)
+            new = sample(applied.state, counts)
+            state = UsageState(new.current, new.previous, waiting.since, new.origins, new.series)
             working.change(ORG_USAGE, org_id, state.to_json())
             self.result.triggers += org_triggers(org_id, limits, applied.crossings)
         self.result.tally.forget(waiting, None)

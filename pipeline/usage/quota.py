@@ -60,6 +60,13 @@ class UsageState:
     #: Orgs only: per partition of origin, the (offset, part) of the last partial applied
     #: (see pipeline.usage.partials): a partial read twice is applied once.
     origins: dict[str, list[int]] | None = None
+    #: (event time, usage) points of the current period, times ascending, for a usage chart:
+    #: sampled once per batch by pipeline.usage.series, never by apply_records.
+    series: tuple[tuple[float, int], ...] = ()
+    #: Keys only: the offset (in the key's partition of gateway.requests) of the last request
+    #: applied to this state. Written with the state itself, it keeps a request read again from
+    #: being counted again, however a crash split the batch's writes (pipeline.usage.keys).
+    applied: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -70,15 +77,23 @@ class UsageState:
             data["absorbed"] = self.absorbed
         if self.origins:
             data["origins"] = self.origins
+        if self.series:
+            # Pairs are JSON arrays (orjson, as the tables encode): [[t, usage], ...].
+            data["series"] = self.series
+        if self.applied is not None:
+            data["applied"] = self.applied
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UsageState:
+        series = data.get("series")
         return cls(
             _period_from_json(data.get("current")),
             _period_from_json(data.get("previous")),
             data.get("absorbed"),
             data.get("origins"),
+            tuple(map(tuple, series)) if series else (),
+            data.get("applied"),
         )
 
     @classmethod
@@ -178,7 +193,9 @@ def apply_records(
         firing = next_firing(current, limits)
     if current is not None and usage != current.usage:
         current = Period(current.start, current.end, usage, current.fired)
-    return Applied(UsageState(current, previous, state.absorbed, state.origins), crossings, dropped)
+    # The series is left as it was: it is sampled once per batch, after this (series.sample).
+    new = UsageState(current, previous, state.absorbed, state.origins, state.series, state.applied)
+    return Applied(new, crossings, dropped)
 
 
 def _apply_one(
@@ -204,10 +221,11 @@ def _apply_one(
 
 
 def reset(state: UsageState) -> UsageState:
-    """Close the current period now (Tyk resets a key's quota when the key is updated)."""
+    """Close the current period now (Tyk resets a key's quota when the key is updated); the
+    next period starts a fresh series."""
     if state.current is None:
-        return state
-    return replace(state, current=None, previous=state.current)
+        return replace(state, series=()) if state.series else state
+    return replace(state, current=None, previous=state.current, series=())
 
 
 def _period_to_json(period: Period | None) -> dict[str, Any] | None:

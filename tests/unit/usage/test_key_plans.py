@@ -56,9 +56,11 @@ class Tables:
         table_writes(self.held, plan.writes.get(HELD_REQUESTS, {}))
         return plan
 
-    def requests(self, records: list[RequestCount], now: float = 1000.0) -> BatchPlan:
+    def requests(
+        self, records: list[RequestCount], now: float = 1000.0, offsets: list[int] | None = None
+    ) -> BatchPlan:
         context = HoldContext(HoldPolicy(), now, 0, Room(100))
-        return self.take(plan_key_batch(self.stored(), records, MONITOR, context))
+        return self.take(plan_key_batch(self.stored(), records, MONITOR, context, offsets))
 
     def sessions_put(self, *entries: tuple[str, Session | None]) -> BatchPlan:
         indexed = [(i, key, session) for i, (key, session) in enumerate(entries)]
@@ -210,3 +212,73 @@ def test_a_session_our_code_cannot_store_is_rejected_alone():
 
     assert list(plan.failed) == [0]
     assert set(plan.writes[SESSIONS]) == {"alpha"}
+
+
+# --- read again after a crash: each key's state keeps the offset of its last request --------
+
+
+def offsets_of(records: list[RequestCount], start: int = 0) -> list[int]:
+    return list(range(start, start + len(records)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    records=traffic,
+    cuts=st.lists(st.integers(0, 60), max_size=8),
+    rewinds=st.lists(st.integers(0, 60), max_size=8),
+    session_at=st.integers(0, 60),
+)
+def test_records_read_again_from_any_earlier_offset_count_once(
+    records: list[RequestCount], cuts: list[int], rewinds: list[int], session_at: int
+) -> None:
+    """Batches cut anywhere; after each, a crash may read again from any earlier offset (the
+    partition's mark lost with the tables written); a session may come at any point. Usage and
+    triggers are those of reading every record once."""
+    once, crashing = Tables(), Tables()
+    for tables in (once, crashing):
+        tables.sessions_put(("beta", SESSION_OF["beta"]))
+    once.sessions_put(("alpha", SESSION_OF["alpha"]))
+    once.requests(records, offsets=offsets_of(records))
+
+    position, bounds = 0, sorted({*cuts, len(records)})
+    replays = iter(rewinds)
+    while position < len(records):
+        if position >= session_at and "alpha" not in crashing.sessions:
+            crashing.sessions_put(("alpha", SESSION_OF["alpha"]))
+        end = next(bound for bound in bounds if bound > position)
+        crashing.requests(
+            records[position:end], offsets=offsets_of(records[position:end], position)
+        )
+        again = next(replays, None)
+        # The crash: read again from an earlier offset, as the partition's mark was not written.
+        position = min(again, end) if again is not None and again < end else end
+    crashing.sessions_put(("alpha", SESSION_OF["alpha"]))
+
+    for key in SESSION_OF:
+        assert crashing.usage_of(key) == once.usage_of(key), key
+    assert crashing.ids() == once.ids()
+
+
+def test_a_batch_read_again_whole_changes_nothing() -> None:
+    tables = Tables()
+    tables.sessions_put(("alpha", SESSION_OF["alpha"]))
+    batch = [RequestCount(float(i), "acme", "alpha", 2, None) for i in range(5)]
+    tables.requests(batch, offsets=[10, 11, 12, 13, 14])
+    assert UsageState.from_stored(tables.usage["alpha"]).applied == 14
+
+    again = tables.requests(batch, offsets=[10, 11, 12, 13, 14])
+    assert again.writes == {}
+    assert again.triggers == []
+    assert tables.usage_of("alpha") == 10
+
+
+def test_requests_held_and_read_again_are_held_once_and_released_once() -> None:
+    tables = Tables()
+    batch = [RequestCount(float(i), "acme", "alpha", 1, None) for i in range(6)]
+    tables.requests(batch[:4], offsets=[0, 1, 2, 3])
+    tables.requests(batch, offsets=[0, 1, 2, 3, 4, 5])  # read again from 0: 4 and 5 are new
+    assert tables.held["alpha"]["requests"] == 6
+    tables.sessions_put(("alpha", SESSION_OF["alpha"]))
+    assert tables.usage_of("alpha") == 6
+    tables.requests(batch, offsets=[0, 1, 2, 3, 4, 5])  # once more, now with the session
+    assert tables.usage_of("alpha") == 6
