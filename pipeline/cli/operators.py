@@ -21,7 +21,7 @@ from rich.table import Table
 
 from pipeline.config import Settings
 from pipeline.delivery.jobs import DeliveryJob
-from pipeline.delivery.planning import Notifier, rebuild
+from pipeline.delivery.redrive import jobs_for, redrive
 from pipeline.engine import clients
 from pipeline.engine.clients import producer
 from pipeline.errors import UsageError
@@ -100,15 +100,6 @@ def select_triggers(
             continue
         events.append(event)
     return events
-
-
-def jobs_for(
-    settings: Settings, event: dict[str, Any], only_target: str | None
-) -> list[DeliveryJob]:
-    """The jobs the worker would make for ``event``: to ``only_target`` (a dead letter's), or to
-    its webhooks."""
-    notifier = Notifier.from_settings(settings)
-    return [job for job in rebuild(notifier, event, only_target) if isinstance(job, DeliveryJob)]
 
 
 async def enqueue(settings: Settings, jobs: list[DeliveryJob], console: Console) -> None:
@@ -200,16 +191,11 @@ async def dlq_command(
         for letter in letters:
             console.print_json(orjson.dumps(letter).decode())
         return 0
-    whole = [letter for letter in letters if "event_cut" not in letter]
-    if len(whole) < len(letters):
-        # Cut for size: what is left names the event but cannot rebuild its delivery.
+    jobs, cut = redrive(settings, letters)
+    if cut:
         console.print(
-            f"{len(letters) - len(whole)} dead letters kept only part of their event "
-            "(event_cut) and cannot be redriven"
+            f"{cut} dead letters kept only part of their event (event_cut) and cannot be redriven"
         )
-    jobs = [
-        job for letter in whole for job in jobs_for(settings, letter["event"], letter["target"])
-    ]
     return await finish(settings, jobs, dry_run, console, what="dead letters")
 
 

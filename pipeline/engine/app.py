@@ -20,6 +20,7 @@ from faust.web.base import BlueprintManager
 from pipeline.config import Settings
 from pipeline.engine import tables as table_io
 from pipeline.engine.acks import OrderedAcks
+from pipeline.engine.activity import AgentActivity
 from pipeline.engine.consumer import LosslessFetchConsumer
 from pipeline.engine.feeds import Batch, BulkFeed, SourceEvent
 from pipeline.engine.runs import Reject, handle_each, process_runs, run_bounded
@@ -73,6 +74,10 @@ class Table:
 
     def scan(self, source: SourceEvent) -> Iterator[tuple[str, Any]]:
         return table_io.scan_partition(self.faust_table, source)
+
+    def scan_actives(self) -> Iterator[tuple[str, Any]]:
+        """Outside a batch (a page): every value of the partitions this worker is active for."""
+        return table_io.scan_actives(self.faust_table)
 
     def get(self, key: str, source: Any = None) -> Any:
         """One value outside a batch (a web request, a delivery): of ``source``'s partition,
@@ -138,6 +143,8 @@ class Engine:
         # Our own pages only: faust's (its tables, the router, statistics) would answer
         # without the token, and its table pages show sessions with developers' emails.
         self.app.web.blueprints = BlueprintManager()
+        #: When each agent last finished a batch, and how long it took.
+        self.activity = AgentActivity()
 
     # --- what the stages are built from ---------------------------------------------------
 
@@ -185,7 +192,7 @@ class Engine:
                 feed,
                 hooks_of(self.app).gate,
                 self.consumer,
-                handle,
+                self.activity.timed(name, handle),
                 max_records=max_records,
                 within=within,
                 ready=ready,
@@ -215,7 +222,7 @@ class Engine:
             await handle_each(
                 feed,
                 self.consumer,
-                handle,
+                self.activity.timed(name, handle),
                 limit=limit,
                 max_records=max_records,
                 reject=reject,
@@ -261,7 +268,11 @@ class Engine:
             if before is not None:
                 await before()
             await run_bounded(
-                stream.events(), limit, handle, OrderedAcks(stream.ack), reject=reject
+                stream.events(),
+                limit,
+                self.activity.timed(name, handle),
+                OrderedAcks(stream.ack),
+                reject=reject,
             )
 
         self.stream_agent(topic, body, name=name)
@@ -291,6 +302,23 @@ class Engine:
 
     def rebalancing(self) -> bool:
         return bool(self.app.rebalancing)
+
+    def own_url(self) -> str:
+        """This worker's canonical URL, as the other workers reach its web port."""
+        return str(self.app.conf.canonical_url).rstrip("/")
+
+    def peers(self) -> list[str]:
+        """The canonical URLs of every worker of the group with partitions assigned (this one
+        included), as the last rebalance told them."""
+        urls = {str(url).rstrip("/") for url in self.app.router.tables_metadata()}
+        return sorted(urls | {self.own_url()})
+
+    async def lags(self) -> dict[tuple[str, int], int]:
+        """Per input partition this worker is assigned (not the changelogs): records not
+        fetched yet; none before the worker's first assignment (no consumer runs yet)."""
+        if not self.assigned_once():
+            return {}
+        return await self.consumer.lags()
 
     def generation(self) -> int:
         """The consumer group generation this worker last joined."""

@@ -247,9 +247,11 @@ async def read_to(client: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> 
     return True
 
 
-async def read_topic(settings: Settings, topic: str) -> list[Any] | None:
-    """Every committed record of ``topic`` up to its end when called, in partition order; None
-    when the topic does not exist."""
+async def read_topic(
+    settings: Settings, topic: str, *, last: int | None = None
+) -> list[Any] | None:
+    """Every committed record of ``topic`` up to its end when called (or about the ``last`` of
+    each partition), in partition order; None when the topic does not exist."""
     tps = await partitions_of(settings, topic)
     if not tps:
         return None
@@ -257,6 +259,11 @@ async def read_topic(settings: Settings, topic: str) -> list[Any] | None:
         client.assign(tps)
         await client.seek_to_beginning(*tps)
         ends = await client.end_offsets(tps)
+        if last is not None:
+            # By offset: transaction markers take offsets too, so a few fewer may come.
+            starts = await client.beginning_offsets(tps)
+            for tp, end in ends.items():
+                client.seek(tp, max(starts[tp], end - last))
         records: list[Any] = []
         while not await read_to(client, ends):
             batch = await client.getmany(timeout_ms=1000, max_records=10_000)

@@ -223,6 +223,35 @@ class LosslessFetchConsumer(AIOKafkaDriverConsumer):
         ends: Mapping[TP, int] = await thread.call_thread(consumer.end_offsets, list(tps))
         return {TP(tp.topic, tp.partition): end for tp, end in ends.items()}
 
+    async def lags(self) -> dict[tuple[str, int], int]:
+        """Per assigned partition of the agents' topics (changelogs left out): the last stable
+        offset (the high watermark where there is none) minus the fetch position. Partitions
+        not fetched from yet are left out: nothing is known of them."""
+        thread = self._thread
+        consumer = thread._ensure_consumer()
+        changelogs = self.app.tables.changelog_topics
+
+        async def read() -> dict[tuple[str, int], int]:
+            lags: dict[tuple[str, int], int] = {}
+            for tp in consumer.assignment():
+                # faust's own leader topic is no input of ours.
+                if tp.topic in changelogs or tp.topic.endswith("__assignor-__leader"):
+                    continue
+                end = consumer.last_stable_offset(tp)
+                if end is None:
+                    end = consumer.highwater(tp)
+                if end is None:
+                    continue
+                try:
+                    position = await consumer.position(tp)
+                except IllegalStateError:  # revoked meanwhile
+                    continue
+                lags[(tp.topic, tp.partition)] = max(0, end - position)
+            return lags
+
+        lags: dict[tuple[str, int], int] = await thread.call_thread(read)
+        return lags
+
     async def positions(self, tps: Sequence[TP]) -> dict[TP, int | None]:
         """aiokafka's fetch positions of ``tps`` (None for one no longer assigned), asked of
         the consumer thread in one call."""

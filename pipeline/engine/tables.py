@@ -155,6 +155,27 @@ def scan_partition(table: Any, source_event: Any) -> Iterator[tuple[str, Any]]:
             unreadable(table, source_event)
 
 
+def scan_actives(table: Any) -> Iterator[tuple[str, Any]]:
+    """Every (key, value) ``table`` holds in the partitions this worker is active for (not its
+    standbys). A memory store keeps every partition in one dict: all of it, standbys too."""
+    store = table.data
+    if not (isinstance(store, RocksDBStore) and store.use_rocksdict):
+        yield from list(store.items())
+        return
+    changelog = table.changelog_topic.get_topic_name()
+    actives = sorted(
+        tp.partition for tp in table.app.assignor.assigned_actives() if tp.topic == changelog
+    )
+    _, _, decode_value = table_codecs(table)
+    decode_key = table.key_serializer
+    for partition in actives:
+        for raw_key, raw_value in store._db_for_partition(partition).items():
+            try:
+                yield _decoded_key(decode_key, raw_key), decode_value(raw_value)
+            except ValueError:  # (UnicodeDecodeError is one too): taken as absent
+                continue
+
+
 def _decoded_key(serializer: Any, raw: bytes) -> str:
     # Our tables' keys are raw UTF-8 strings (key_serializer="raw").
     return raw.decode() if serializer == "raw" else codecs.get_codec(serializer).loads(raw)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from http.cookies import CookieError, SimpleCookie
 from typing import Any, NamedTuple, cast
 
 import orjson
@@ -36,6 +37,29 @@ class Reply(NamedTuple):
         return cls(
             status, orjson.dumps(value), {"Content-Type": "application/json", **(headers or {})}
         )
+
+    @classmethod
+    def html(
+        cls, text: str, *, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> Reply:
+        return cls(
+            status,
+            text.encode(),
+            {
+                "Content-Type": "text/html; charset=utf-8",
+                # Pages that show operators' data: never cached, never framed.
+                "Cache-Control": "no-store",
+                "X-Frame-Options": "DENY",
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "same-origin",
+                **(headers or {}),
+            },
+        )
+
+    @classmethod
+    def redirect(cls, location: str, *, headers: Mapping[str, str] | None = None) -> Reply:
+        """303 See Other: after a form, the browser GETs ``location``."""
+        return cls(303, b"", {"Location": location, "Cache-Control": "no-store", **(headers or {})})
 
 
 class Forwarded:
@@ -73,6 +97,35 @@ class WebRequest:
     def headers(self) -> Mapping[str, str]:
         headers: Mapping[str, str] = self._request.headers
         return headers
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        """The query string's parameters (the first value of each)."""
+        first: dict[str, str] = {}
+        for name, value in cast(Any, self._request).query.items():
+            first.setdefault(name, value)
+        return first
+
+    def query_all(self, name: str) -> list[str]:
+        """Every value of one query parameter."""
+        values: list[str] = cast(Any, self._request).query.getall(name, [])
+        return values
+
+    @property
+    def secure(self) -> bool:
+        """Whether the browser reached us over HTTPS (directly, or through a proxy that says
+        so): a cookie set then is marked Secure."""
+        forwarded = self.headers.get("X-Forwarded-Proto", "")
+        return bool(cast(Any, self._request).secure) or forwarded.lower() == "https"
+
+    def cookie(self, name: str) -> str | None:
+        """One cookie's value; None when absent or when the header does not parse."""
+        try:
+            jar = SimpleCookie(self.headers.get("Cookie", ""))
+        except CookieError:
+            return None
+        morsel = jar.get(name)
+        return morsel.value if morsel is not None else None
 
     async def body(self, limit: int) -> bytes:
         """The body, read no further than ``limit`` bytes (faust's reader has no bound)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -88,6 +88,60 @@ INGEST_PRODUCED = Counter(
     "quota_pipeline_ingest_produced_records",
     "Records the ingest stage produced (summed requests, org partials), by topic",
     ["topic"],
+    registry=REGISTRY,
+)
+
+# --- what the ops page and dashboards watch -----------------------------------------------
+
+CONSUMER_LAG = Gauge(
+    "quota_pipeline_consumer_lag",
+    "Records of an input partition not yet read by this worker (high watermark minus "
+    "position), for the partitions it is assigned",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+BATCH_SECONDS = Histogram(
+    "quota_pipeline_batch_seconds",
+    "Seconds an agent took over one batch, by agent",
+    ["agent"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
+LAST_BATCH = Gauge(
+    "quota_pipeline_last_batch_timestamp_seconds",
+    "Unix time at which an agent last finished a batch, by agent",
+    ["agent"],
+    registry=REGISTRY,
+)
+TRIGGER_TO_DELIVERY = Histogram(
+    "quota_pipeline_trigger_to_delivery_seconds",
+    "Seconds from a trigger's event time to its delivery, by channel (webhook, email)",
+    ["channel"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0),
+    registry=REGISTRY,
+)
+DELIVERIES_IN_FLIGHT = Gauge(
+    "quota_pipeline_deliveries_in_flight",
+    "Delivery attempts under way, by endpoint (a webhook's scheme://host:port, or email)",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+ENDPOINT_OUTCOMES = Counter(
+    "quota_pipeline_endpoint_deliveries",
+    "Delivery outcomes by endpoint: delivered, retrying (sent to a retry tier) or dead_lettered",
+    ["endpoint", "outcome"],
+    registry=REGISTRY,
+)
+BREAKER_STATE = Gauge(
+    "quota_pipeline_breaker_state",
+    "An endpoint's circuit breaker in this worker: 0 closed, 1 half open, 2 open",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+BREAKER_SINCE = Gauge(
+    "quota_pipeline_breaker_state_since_timestamp_seconds",
+    "Unix time at which an endpoint's circuit breaker entered its current state",
+    ["endpoint"],
     registry=REGISTRY,
 )
 

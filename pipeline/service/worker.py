@@ -7,8 +7,10 @@ import gc
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import Settings
+from pipeline.delivery.activity import DeliveryActivity
 from pipeline.delivery.agent import attach_delivery_agents, build_deliverer
 from pipeline.delivery.planning import Notifier
 from pipeline.delivery.router import DeliveryRouter
@@ -50,11 +52,17 @@ def build_worker_pipeline(settings: Settings) -> Pipeline:
 
     pipeline.engine.task(announce)
     deliverer = build_deliverer(pipeline)
-    router = DeliveryRouter(pipeline.topics.retry_tiers, pipeline.topics.dlq)
+    router = DeliveryRouter(
+        pipeline.topics.retry_tiers, pipeline.topics.dlq, activity=DeliveryActivity()
+    )
     notifier = Notifier.from_settings(settings)
     attach_delivery_agents(pipeline, deliverer=deliverer, router=router, notifier=notifier)
     attach_portal_agent(pipeline, notifier=notifier, deliverer=deliverer, router=router)
-    attach_web(pipeline)
+
+    def deliveries(now: float) -> dict[str, Any]:
+        return router.activity.snapshot(now, deliverer.endpoint_states(now))
+
+    attach_web(pipeline, deliveries)
     return pipeline
 
 

@@ -29,15 +29,24 @@ from pipeline.devtools.local import WorkerProcess, isolated_config, kafka_local
 from pipeline.devtools.receiver import WebhookReceiver
 from pipeline.engine.clients import create_topics
 from tests.integration.brokers import Broker, start_broker
+from tests.integration.browser import browser, chromium_session  # noqa: F401 (fixtures)
 
-#: Not 9092, so the suite never touches a developer's broker or the demo's.
-BROKER_PORT = int(os.environ.get("QP_TEST_KAFKA_PORT", "19092"))
+#: Not 9092, so the suite never touches a developer's broker or the demo's. Under pytest-xdist
+#: (`./run tests` runs two processes) each process has a broker of its own, 10 ports further on.
+BROKER_PORT = int(os.environ.get("QP_TEST_KAFKA_PORT", "19092")) + 10 * int(
+    os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0
+)
+#: The session brokers only some tests need: those tests run in one xdist process, which starts
+#: them once.
+EXTRA_BROKERS = frozenset({"cluster", "sasl_broker"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.path):
             item.add_marker(pytest.mark.integration)
+        if EXTRA_BROKERS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("extra-brokers"))
     # A test that stops a broker shared by the session runs after every test that uses it.
     items.sort(key=lambda item: item.get_closest_marker("stops_shared_broker") is not None)
 

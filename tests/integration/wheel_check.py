@@ -278,8 +278,67 @@ def check_schemas(samples: dict[str, list[Any]]) -> None:
     report(f"schemas: {len(shipped)} shipped; {count} payloads valid in {folder}")
 
 
+# --- the ops page --------------------------------------------------------------------------
+
+
+def check_ops_pages() -> None:
+    """Every page template of the ops page ships and renders (pipeline.ops.render), empty."""
+    from pipeline.ops.letters import LetterFilter
+    from pipeline.ops.render import render
+
+    folder = templates_dir() / "ops"
+    pages = {
+        "login.html": {"failed": True},
+        "error.html": {"message": "m"},
+        "overview.html": {
+            "csrf": "c",
+            "now": 0.0,
+            "refresh": 15,
+            "workers": [],
+            "missing": [("http://w", "unreachable")],
+            "keys": [],
+            "orgs": [],
+            "triggers": [],
+            "endpoints": {},
+        },
+        "dlq.html": {
+            "csrf": "c",
+            "now": 0.0,
+            "filters": LetterFilter(),
+            "rows": [],
+            "matching": 0,
+            "total": 0,
+            "events": [],
+            "redriven": None,
+            "cut": None,
+        },
+        "subject.html": {
+            "csrf": "c",
+            "now": 0.0,
+            "kind": "org",
+            "subject": "o",
+            "view": {
+                "usage": 0,
+                "quota_max": 0,
+                "usage_percentage": None,
+                "period_start": None,
+                "period_end": None,
+                "thresholds": [],
+                "fired": [],
+            },
+            "chart": None,
+        },
+    }
+    shipped = {path.name for path in folder.glob("*.html") if not path.name.startswith("_")}
+    assert shipped == set(pages), f"{folder}: {sorted(shipped)}"
+    for name, context in pages.items():
+        assert "</html>" in render(name, **context), name
+    report(f"ops page: {len(pages)} templates render")
+
+
 def main() -> None:
     check_installed()
+    check_ops_pages()
     made = check_templates()
     check_schemas(schema_samples(made))
     report("wheel check: OK")

@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 
 PACKAGE = Path(__file__).parents[2] / "pipeline"
+TEMPLATES = PACKAGE.parent / "templates"
 ENGINE_ONLY = ("faust", "mode", "aiokafka")
 #: "About 400 lines": a module past this wants splitting.
 MAX_LINES = 420
@@ -115,9 +116,16 @@ def test_the_wheel_lists_every_subpackage_and_the_shipped_data() -> None:
     pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
     setuptools = pyproject["tool"]["setuptools"]
     on_disk = {module_name(path) for path in PACKAGE.rglob("__init__.py")}
-    shipped = {"pipeline.templates", "pipeline.templates.email", "pipeline.schemas"}
+    templates = {f"pipeline.templates.{path.name}" for path in TEMPLATES.iterdir() if path.is_dir()}
+    shipped = {"pipeline.templates", "pipeline.schemas", *templates}
     assert set(setuptools["packages"]) == on_disk | shipped
     assert setuptools["package-dir"] == {
         "pipeline.templates": "templates",
         "pipeline.schemas": "schemas",
     }
+    # Every folder of templates ships its files.
+    data = setuptools["package-data"]
+    for name in templates:
+        folder = TEMPLATES / name.rsplit(".", 1)[1]
+        suffixes = {f"*{path.suffix}" for path in folder.iterdir() if path.is_file()}
+        assert suffixes <= set(data.get(name, [])), name

@@ -17,8 +17,18 @@ from pipeline.service.worker import build_worker_pipeline
 
 TOKEN = "web-token-for-routes"
 
-#: The documented routes (README "HTTP API" and the probes), with the methods each takes.
+#: The documented routes (docs/contract.md: the probes, the HTTP API, the ops page), with the
+#: methods each takes.
 DOCUMENTED = {
+    "/ops": {"GET"},
+    "/ops/login": {"GET", "POST"},
+    "/ops/logout": {"POST"},
+    "/ops/dlq": {"GET"},
+    "/ops/dlq/redrive": {"POST"},
+    "/ops/search": {"POST"},
+    "/ops/keys/{key}": {"GET"},
+    "/ops/orgs/{org}": {"GET"},
+    "/ops/worker.json": {"GET"},
     "/healthz": {"GET"},
     "/readyz": {"GET"},
     "/metrics": {"GET"},
@@ -83,23 +93,32 @@ async def test_only_documented_routes_are_served(worker_web) -> None:
     )
 
 
+def refused(path: str, method: str, status: int, location: str | None) -> bool:
+    """Whether a request without the token (or the ops session) was turned away: 401, or, for
+    the ops page's own pages, 303 to its sign-in form (whose GET is the one open ops page)."""
+    if path == "/ops/login":
+        return status == (200 if method == "GET" else 401)
+    if path.startswith("/ops") and path != "/ops/worker.json":
+        return status == 303 and location == "/ops/login"
+    return status == 401
+
+
 async def test_every_route_but_the_probes_refuses_a_request_without_the_token(worker_web) -> None:
     web, server = worker_web
     async with aiohttp.ClientSession() as session:
         for path, methods in served_routes(web).items():
             for method in methods:
                 url = server.make_url(concrete(path))
-                async with session.request(method, url, data=b"{}") as response:
+                for headers in ({}, {"Authorization": "Bearer wrong"}):
+                    async with session.request(
+                        method, url, data=b"{}", headers=headers, allow_redirects=False
+                    ) as response:
+                        status, location = response.status, response.headers.get("Location")
                     if path in OPEN_PAGES:
                         # /readyz says 503 until the worker has its partitions.
-                        assert response.status in {200, 503}, (method, path)
+                        assert status in {200, 503}, (method, path)
                     else:
-                        assert response.status == 401, (method, path, response.status)
-                async with session.request(
-                    method, url, data=b"{}", headers={"Authorization": "Bearer wrong"}
-                ) as response:
-                    if path not in OPEN_PAGES:
-                        assert response.status == 401, (method, path, response.status)
+                        assert refused(path, method, status, location), (method, path, status)
 
 
 async def test_faust_pages_are_not_found(worker_web) -> None:
@@ -109,3 +128,25 @@ async def test_faust_pages_are_not_found(worker_web) -> None:
         for path in FAUST_PAGES:
             async with session.get(server.make_url(path), headers=headers) as response:
                 assert response.status == 404, path
+
+
+async def test_without_a_token_the_ops_page_is_off(tmp_path: Path) -> None:
+    settings = Settings.model_validate({"store": "memory", "data_dir": str(tmp_path)})
+    web = build_worker_pipeline(settings).engine.app.web
+    web.init_server()
+    server = TestServer(web.web_app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            for method, path, form in (
+                ("GET", "/ops/login", None),
+                ("POST", "/ops/login", {"token": ""}),
+                ("GET", "/ops", None),
+            ):
+                async with session.request(
+                    method, server.make_url(path), data=form, allow_redirects=False
+                ) as response:
+                    assert response.status == 403, (method, path)
+                    assert "web.token" in await response.text()
+    finally:
+        await server.close()

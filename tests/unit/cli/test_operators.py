@@ -11,13 +11,13 @@ from rich.console import Console
 
 from pipeline.cli.operators import (
     Window,
-    jobs_for,
     parse_time,
     select_dead_letters,
     select_triggers,
     show_letters,
 )
 from pipeline.config import Settings
+from pipeline.delivery.redrive import jobs_for, redrive
 from pipeline.errors import UsageError
 
 Record = namedtuple("Record", "value timestamp")
@@ -132,3 +132,12 @@ def test_a_terminal_gets_a_table_with_whole_ids():
     assert "1 dead letters" in text
     assert "evt_1" in text
     assert "\t" not in text
+
+
+def test_a_redrive_rebuilds_whole_letters_and_counts_the_cut_ones():
+    settings = Settings(monitor={"configuration": {"target_path": "http://monitor/hook"}})
+    whole = {"id": "e1", "target": "http://monitor/hook", "event": EVENT}
+    cut = {**whole, "event": {"id": "e2"}, "event_cut": {"length": 1, "sha256": "x"}}
+    jobs, cut_count = redrive(settings, [whole, cut])
+    assert [(job.url, job.event_id) for job in jobs] == [("http://monitor/hook", EVENT["id"])]
+    assert cut_count == 1

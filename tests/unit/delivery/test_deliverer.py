@@ -6,13 +6,17 @@ against real servers."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Callable
 
+from pipeline.delivery.activity import EndpointState
 from pipeline.delivery.breaker import BreakerPolicy
-from pipeline.delivery.channels import WebhookChannel
+from pipeline.delivery.channels import WebhookChannel, endpoint_of
 from pipeline.delivery.deliverer import DeadLetter, Deliverer, RetryLater
 from pipeline.delivery.jobs import DeliveryJob
 from pipeline.delivery.retry import RetryPolicy
 from pipeline.errors import RetriableDeliveryError
+from pipeline.service.metrics import REGISTRY
 from pipeline.webhooks.sink import WebhookSink
 
 
@@ -92,3 +96,144 @@ async def test_refused_targets_are_dead_lettered_at_once_and_never_open_the_brea
     assert all(isinstance(outcome, DeadLetter) for outcome in outcomes)
     assert all(outcome.job.attempts == 1 for outcome in outcomes)
     assert all("delivery.allow_networks" in outcome.reason for outcome in outcomes)
+
+
+# --- what the deliverer tells /metrics and the ops page ----------------------------------------
+
+
+class GatedChannel:
+    """Each send waits for ``gate``, then succeeds or fails as ``ok`` says at that moment."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.sending = 0
+        self.ok = True
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def stop(self) -> None:
+        """Nothing to close."""
+
+    def endpoint(self, job: DeliveryJob) -> str:
+        return endpoint_of(job.url)
+
+    async def send(self, job: DeliveryJob) -> int | None:
+        self.sending += 1
+        try:
+            await self.gate.wait()
+        finally:
+            self.sending -= 1
+        if not self.ok:
+            raise RetriableDeliveryError("endpoint answered 503", status=503)
+        return 204
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+T0 = 1764331200.0
+LABEL = "https://hooks.example:8443"
+
+
+def gated(channel: GatedChannel, clock: Clock, concurrency: int = 8) -> Deliverer:
+    return Deliverer(
+        {"webhook": channel},
+        retry=RetryPolicy(schedule=(60,)),
+        breaker=BreakerPolicy(min_requests=10, failure_ratio=0.7, open_for=30),
+        per_endpoint_concurrency=concurrency,
+        max_payload_bytes=1024,
+        clock=clock,
+    )
+
+
+def hook(i: int) -> DeliveryJob:
+    return DeliveryJob(f"evt_{i}", "POST", "https://user:pw@hooks.example:8443/h", b"{}", {}, {})
+
+
+def metric(name: str, endpoint: str = LABEL) -> float | None:
+    return REGISTRY.get_sample_value(name, {"endpoint": endpoint})
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("never happened")
+
+
+async def test_attempts_in_flight_are_counted_per_endpoint_while_they_send() -> None:
+    channel, clock = GatedChannel(), Clock()
+    deliverer = gated(channel, clock, concurrency=3)
+    before = metric("quota_pipeline_deliveries_in_flight") or 0.0
+
+    attempts = asyncio.gather(*(deliverer.attempt(hook(i)) for i in range(5)))
+    await until(lambda: channel.sending == 3)
+
+    # Three send (the endpoint's bound); two wait for a slot and are not in flight.
+    assert deliverer.endpoint_states(clock.now) == {LABEL: EndpointState("closed", T0, None, 3)}
+    assert metric("quota_pipeline_deliveries_in_flight") == before + 3
+    channel.gate.set()
+    await attempts
+    assert deliverer.endpoint_states(clock.now)[LABEL].in_flight == 0
+    assert metric("quota_pipeline_deliveries_in_flight") == before
+
+
+async def test_the_breaker_is_reported_with_since_when_and_the_next_probe() -> None:
+    channel, clock = GatedChannel(), Clock()
+    channel.ok = False
+    channel.gate.set()
+    deliverer = gated(channel, clock)
+
+    for i in range(10):
+        clock.now = T0 + i
+        await deliverer.attempt(hook(i))
+
+    opened = T0 + 9
+    assert deliverer.endpoint_states(T0 + 10) == {
+        LABEL: EndpointState("open", opened, opened + 30, 0)
+    }
+    assert metric("quota_pipeline_breaker_state") == 2
+    assert metric("quota_pipeline_breaker_state_since_timestamp_seconds") == opened
+
+    # The probe, once due, is half open while it is in flight ...
+    channel.ok, channel.gate = True, asyncio.Event()
+    clock.now = opened + 30
+    probe = asyncio.ensure_future(deliverer.attempt(hook(99)))
+    await until(lambda: channel.sending == 1)
+    assert deliverer.endpoint_states(clock.now) == {
+        LABEL: EndpointState("half_open", opened + 30, opened + 60, 1)
+    }
+    assert metric("quota_pipeline_breaker_state") == 1
+
+    # ... and its success closes the breaker from the moment it answered.
+    clock.now = opened + 31
+    channel.gate.set()
+    await probe
+    assert deliverer.endpoint_states(opened + 40) == {
+        LABEL: EndpointState("closed", opened + 31, None, 0)
+    }
+    assert metric("quota_pipeline_breaker_state") == 0
+    assert metric("quota_pipeline_breaker_state_since_timestamp_seconds") == opened + 31
+
+
+async def test_endpoints_differing_only_in_credentials_are_reported_as_one() -> None:
+    channel, clock = GatedChannel(), Clock()
+    deliverer = gated(channel, clock)
+    channel.gate.set()
+    await deliverer.attempt(dataclasses.replace(hook(1), url="https://a@hooks.example:8443/h"))
+    channel.gate = asyncio.Event()
+    clock.now = T0 + 5
+    pending = asyncio.ensure_future(deliverer.attempt(hook(2)))
+    await until(lambda: channel.sending == 1)
+
+    # Two breakers (one per scheme://user@host:port), one name without the credentials.
+    assert deliverer.endpoint_states(clock.now) == {LABEL: EndpointState("closed", T0, None, 1)}
+    channel.gate.set()
+    await pending
