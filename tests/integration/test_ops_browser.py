@@ -17,6 +17,7 @@ from tests.integration.browser import in_browser, save_element_screenshot, save_
 from tests.integration.ops_scenario import (
     EXPECTED_KEY_TRIGGERS,
     KEYS,
+    ORGS,
     REFUSED,
     TOKEN,
     Refusing,
@@ -59,11 +60,14 @@ def sign_in(driver: webdriver.Chrome, url: str) -> None:
 def read_overview(driver: webdriver.Chrome) -> list[tuple[str, str]]:
     """The nearest-keys panel once every key shows: (masked key, share) per row."""
 
-    def every_key(driver: webdriver.Chrome) -> bool:
-        rows = panel(driver, "nearest-keys").find_elements(By.CSS_SELECTOR, "tbody tr code")
-        return len(rows) == len(KEYS)
+    def settled(driver: webdriver.Chrome) -> bool:
+        """Every key shown, both orgs, and the dead letter's outcome: the load is all in."""
+        keys = panel(driver, "nearest-keys").find_elements(By.CSS_SELECTOR, "tbody tr code")
+        orgs = panel(driver, "nearest-orgs").find_elements(By.CSS_SELECTOR, "tbody tr a")
+        dead = driver.find_elements(By.CSS_SELECTOR, "#triggers .outcome-dead_lettered")
+        return len(keys) == len(KEYS) and len(orgs) == len(ORGS) and bool(dead)
 
-    reloaded_until(driver, every_key)
+    reloaded_until(driver, settled)
     rows = panel(driver, "nearest-keys").find_elements(By.CSS_SELECTOR, "tbody tr")
     shown = []
     for row in rows:
