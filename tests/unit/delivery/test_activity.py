@@ -20,26 +20,7 @@ from pipeline.delivery.activity import (
 )
 from pipeline.delivery.jobs import DeliveryJob
 from pipeline.errors import PermanentDeliveryError
-
-T0 = 1764331200.0
-KEY = "sk_live_0123456789abcdef4711"
-
-
-def trigger(event_id: str = "evt_1", key: str = KEY, **changes: Any) -> dict[str, Any]:
-    return {
-        "id": event_id,
-        "event": "TriggerExceeded",
-        "message": "Quota trigger reached",
-        "subject": "key" if key else "org",
-        "org": "acme",
-        "key": key,
-        "trigger_limit": "80",
-        "usage_percentage": 81.5,
-        "usage": 815,
-        "quota_max": 1000,
-        "ts": T0 - 2,
-        **changes,
-    }
+from tests.unit.samples import KEY, T0, trigger
 
 
 def webhook(

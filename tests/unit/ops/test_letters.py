@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from pipeline.delivery.jobs import MAX_DEAD_LETTER_EVENT_BYTES, DeliveryJob, dead_letter
 from pipeline.errors import RetriableDeliveryError
 from pipeline.ops.letters import LetterFilter, letter_row, letter_rows, picked
+from tests.unit.samples import KEY, T0
+from tests.unit.samples import trigger as sample_trigger
 
 #: 2025-11-28 12:00:00 UTC.
-T0 = 1764331200.0
-KEY = "sk_live_0123456789abcdef4711"
 HOOK = "https://hooks.example/q"
 
 
@@ -29,20 +29,7 @@ class Record(NamedTuple):
 
 
 def trigger(event_id: str = "evt_1", key: str = KEY, **changes: Any) -> dict[str, Any]:
-    return {
-        "id": event_id,
-        "event": "TriggerExceeded",
-        "message": "Quota trigger reached",
-        "subject": "key" if key else "org",
-        "org": "acme",
-        "key": key,
-        "trigger_limit": "80",
-        "usage_percentage": 81.5,
-        "usage": 815,
-        "quota_max": 1000,
-        "ts": T0 - 600,
-        **changes,
-    }
+    return sample_trigger(event_id, key, ts=T0 - 600, **changes)
 
 
 def failed(

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from pipeline.config import Settings
 from pipeline.ops.nearest import TOP, key_ref, key_row, nearest, org_row
 from pipeline.usage.quota import Period, UsageState
+from tests.unit.samples import WATCHING
 
 #: 2025-11-28 12:00:00 UTC.
 T0 = 1764331200.0
@@ -22,16 +23,6 @@ KEY = "sk_live_0123456789abcdef4711"
 SECRET = b"key-refs-secret"
 #: The defaults: no trigger monitor, so no thresholds.
 PLAIN = Settings().monitor
-WATCHING = Settings.model_validate(
-    {
-        "monitor": {
-            "enable_trigger_monitors": True,
-            "monitor_user_keys": True,
-            "monitor_org_keys": True,
-            "global_trigger_limits": [50, 80],
-        }
-    }
-).monitor
 
 
 def session(quota_max: float = 100, renewal: float = HOUR, **changes: Any) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from pipeline.ops.triggers import trigger_rows
 from pipeline.service.api_rules import key_quota, org_quota
 from pipeline.usage.quota import Crossing, Period, UsageState
 from pipeline.usage.triggers import trigger_event
+from tests.unit.samples import WATCHING
 
 #: 2025-11-28 12:00:00 UTC.
 T0 = 1764331200.0
@@ -35,16 +36,7 @@ NOW = T0 + 1800
 KEY = "sk_live_0123456789abcdef4711"
 EVIL = "<script>alert('x')</script>"
 ESCAPED = "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"
-MONITOR = Settings.model_validate(
-    {
-        "monitor": {
-            "enable_trigger_monitors": True,
-            "monitor_user_keys": True,
-            "monitor_org_keys": True,
-            "global_trigger_limits": [50, 80],
-        }
-    }
-).monitor
+MONITOR = WATCHING
 
 
 class Record(NamedTuple):
