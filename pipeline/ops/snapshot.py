@@ -58,15 +58,21 @@ class WorkerSnapshots:
             for key, usage in tables.key_usage.scan_actives():
                 session = tables.sessions.get(key)
                 if isinstance(session, dict):
-                    yield key_row(
-                        key, session, usage, monitor=monitor, now=now, secret=self._secret
-                    )
+                    yield shown(key_row, key, session, usage, secret=self._secret)
 
         def orgs() -> Iterator[dict[str, Any] | None]:
             for org, usage in tables.org_usage.scan_actives():
                 stored = tables.orgs.get(org)
                 if isinstance(stored, dict):
-                    yield org_row(org, stored, usage, monitor=monitor, now=now)
+                    yield shown(org_row, org, stored, usage)
+
+        def shown(row: Callable[..., dict[str, Any] | None], *args: Any, **kw: Any) -> Any:
+            # A stored value that does not read (another version's) leaves its subject out,
+            # not the panel.
+            try:
+                return row(*args, monitor=monitor, now=now, **kw)
+            except (KeyError, TypeError, ValueError):
+                return None
 
         lags = await engine.lags()
         return {
