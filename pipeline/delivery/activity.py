@@ -63,7 +63,9 @@ UNSEEN = EndpointState("closed", None, None, 0)
 
 
 @functools.lru_cache(maxsize=4096)  # targets repeat; a urlsplit per outcome would show
-def _target_of(url: str) -> str:
+def shown_target(url: str) -> str:
+    """A target as the ops page shows it (see :func:`target_label`); a URL that does not parse
+    is named as such, never raises."""
     try:
         return target(url)
     except ValueError:  # a bad port or bracket: the outcome is still counted, not the URL
@@ -72,13 +74,13 @@ def _target_of(url: str) -> str:
 
 def target_label(job: DeliveryJob) -> str:
     """The target as the ops page shows it: scheme://host:port, or a masked address."""
-    return _target_of(job.url)
+    return shown_target(job.url)
 
 
 def endpoint_label(job: DeliveryJob) -> str:
     """The endpoint of a job in metrics and snapshots: a webhook's scheme://host:port (never
     its path), or ``email`` for the email backend."""
-    return EMAIL_ENDPOINT if job.channel == "email" else _target_of(job.url)
+    return EMAIL_ENDPOINT if job.channel == "email" else shown_target(job.url)
 
 
 def joined(known: EndpointState | None, other: EndpointState) -> EndpointState:
@@ -223,7 +225,7 @@ def _number(value: Any) -> float | int | None:
 def shown_error(error: str, event: Mapping[str, Any]) -> str:
     """An error as the ops page may show it: cut, quoted values left out (as a log line has
     it), URLs down to their host, addresses masked, and never the event's key."""
-    text = _URL.sub(lambda match: _target_of(match.group(0)), loggable(error))
+    text = _URL.sub(lambda match: shown_target(match.group(0)), loggable(error))
     if "@" in text:
         text = EMAIL.sub(lambda match: mask_email(match.group(0)), text)
     key = event.get("key")

@@ -106,11 +106,6 @@ class WebRequest:
             first.setdefault(name, value)
         return first
 
-    def query_all(self, name: str) -> list[str]:
-        """Every value of one query parameter."""
-        values: list[str] = cast(Any, self._request).query.getall(name, [])
-        return values
-
     @property
     def secure(self) -> bool:
         """Whether the browser reached us over HTTPS (directly, or through a proxy that says

@@ -14,9 +14,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from pipeline.delivery.activity import UNPARSABLE, shown_error
+from pipeline.delivery.activity import shown_error, shown_target
 from pipeline.email.filters import masked_key
-from pipeline.service.redaction import target as shown_target
 
 #: Rows the panel shows at most (the newest that match).
 SHOWN = 200
@@ -72,7 +71,7 @@ def letter_row(partition: int, offset: int, raw: bytes | None) -> dict[str, Any]
         "ref": f"{partition}:{offset}",
         "id": letter["id"],
         "channel": _text(letter.get("channel")) or "webhook",
-        "target": _shown(_text(letter.get("target"))),
+        "target": shown_target(_text(letter.get("target"))),
         "event": _text(event.get("event")),
         # A portal event names its org by org_id (as the deliveries panel reads it).
         "org": _text(event.get("org") or event.get("org_id")),
@@ -89,13 +88,6 @@ def letter_row(partition: int, offset: int, raw: bytes | None) -> dict[str, Any]
 def _text(value: Any) -> str:
     """A text field of a letter; anything else (not what a dead letter holds) shows as none."""
     return value if isinstance(value, str) else ""
-
-
-def _shown(url: str) -> str:
-    try:
-        return shown_target(url)
-    except ValueError:  # a bad port or bracket: the letter is still shown, not its target
-        return UNPARSABLE
 
 
 def letter_rows(records: Iterable[Any]) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ dead letter again with its first webhook-id."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +14,7 @@ import orjson
 import pytest
 
 from pipeline.devtools.local import free_port
+from tests.integration.conftest import poll
 from tests.integration.ops_scenario import (
     EXPECTED_KEY_TRIGGERS,
     KEYS,
@@ -88,17 +88,19 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 async def until_page(browser: Browser, path: str, shows: Any, timeout: float = 90) -> Page:
     """GET ``path`` until ``shows(page)``; fail with the last page after ``timeout``."""
-    page = None
+    last: list[Page] = []
+
+    async def shown() -> Page | None:
+        page = await browser.get(path)
+        last[:] = [page]
+        return page if page.status == 200 and shows(page) else None
+
     try:
-        async with asyncio.timeout(timeout):
-            while True:
-                page = await browser.get(path)
-                if page.status == 200 and shows(page):
-                    return page
-                await asyncio.sleep(0.5)  # poll interval
-    except TimeoutError:
-        shown = page.text[-3000:] if page is not None else None
-        raise AssertionError(f"{path} did not show it in {timeout}s: {shown}") from None
+        page: Page = await poll(shown, timeout)
+    except AssertionError:
+        seen = last[0].text[-3000:] if last else None
+        raise AssertionError(f"{path} did not show it in {timeout}s: {seen}") from None
+    return page
 
 
 async def test_sign_in_sets_a_strict_http_only_cookie_and_forms_need_their_csrf_token(

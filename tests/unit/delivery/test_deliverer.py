@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
 
 from pipeline.delivery.activity import EndpointState
 from pipeline.delivery.breaker import BreakerPolicy
@@ -108,6 +107,7 @@ class GatedChannel:
         self.gate = asyncio.Event()
         self.sending = 0
         self.ok = True
+        self._sending_changed = asyncio.Condition()
 
     async def start(self) -> None:
         """Nothing to open."""
@@ -119,7 +119,9 @@ class GatedChannel:
         return endpoint_of(job.url)
 
     async def send(self, job: DeliveryJob) -> int | None:
-        self.sending += 1
+        async with self._sending_changed:
+            self.sending += 1
+            self._sending_changed.notify_all()
         try:
             await self.gate.wait()
         finally:
@@ -127,6 +129,11 @@ class GatedChannel:
         if not self.ok:
             raise RetriableDeliveryError("endpoint answered 503", status=503)
         return 204
+
+    async def until_sending(self, count: int) -> None:
+        """Return once ``count`` sends are waiting at the gate; fail after 5 s."""
+        async with asyncio.timeout(5), self._sending_changed:
+            await self._sending_changed.wait_for(lambda: self.sending == count)
 
 
 class Clock:
@@ -160,21 +167,13 @@ def metric(name: str, endpoint: str = LABEL) -> float | None:
     return REGISTRY.get_sample_value(name, {"endpoint": endpoint})
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("never happened")
-
-
 async def test_attempts_in_flight_are_counted_per_endpoint_while_they_send() -> None:
     channel, clock = GatedChannel(), Clock()
     deliverer = gated(channel, clock, concurrency=3)
     before = metric("quota_pipeline_deliveries_in_flight") or 0.0
 
     attempts = asyncio.gather(*(deliverer.attempt(hook(i)) for i in range(5)))
-    await until(lambda: channel.sending == 3)
+    await channel.until_sending(3)
 
     # Three send (the endpoint's bound); two wait for a slot and are not in flight.
     assert deliverer.endpoint_states(clock.now) == {LABEL: EndpointState("closed", T0, None, 3)}
@@ -206,7 +205,7 @@ async def test_the_breaker_is_reported_with_since_when_and_the_next_probe() -> N
     channel.ok, channel.gate = True, asyncio.Event()
     clock.now = opened + 30
     probe = asyncio.ensure_future(deliverer.attempt(hook(99)))
-    await until(lambda: channel.sending == 1)
+    await channel.until_sending(1)
     assert deliverer.endpoint_states(clock.now) == {
         LABEL: EndpointState("half_open", opened + 30, opened + 60, 1)
     }
@@ -231,7 +230,7 @@ async def test_endpoints_differing_only_in_credentials_are_reported_as_one() -> 
     channel.gate = asyncio.Event()
     clock.now = T0 + 5
     pending = asyncio.ensure_future(deliverer.attempt(hook(2)))
-    await until(lambda: channel.sending == 1)
+    await channel.until_sending(1)
 
     # Two breakers (one per scheme://user@host:port), one name without the credentials.
     assert deliverer.endpoint_states(clock.now) == {LABEL: EndpointState("closed", T0, None, 1)}

@@ -19,9 +19,9 @@ from pipeline.delivery.activity import DeliveryActivity, EndpointState, merge_sn
 from pipeline.delivery.jobs import DeliveryJob, dead_letter
 from pipeline.engine.activity import AgentActivity
 from pipeline.errors import RetriableDeliveryError
-from pipeline.ops.chart import usage_chart
 from pipeline.ops.letters import LetterFilter, letter_rows
 from pipeline.ops.nearest import key_row, nearest, org_row
+from pipeline.ops.pages import chart_of
 from pipeline.ops.render import ago, clock, percent, render
 from pipeline.ops.triggers import trigger_rows
 from pipeline.service.api_rules import key_quota, org_quota
@@ -437,15 +437,8 @@ def test_a_key_page_shows_its_quota_and_a_chart_of_its_period() -> None:
     series = ((T0 + 300, 20), (T0 + 900, 55), (T0 + 1500, 95))
     stored = usage(95, fired=(50.0, 80.0), series=series)
     view = key_quota(KEY, session(), stored, monitor=MONITOR, now=NOW)
-    chart = usage_chart(
-        points=list(UsageState.from_stored(stored).series),
-        period_start=view["period_start"],
-        period_end=view["period_end"],
-        quota_max=view["quota_max"],
-        thresholds=[float(limit) for limit in view["thresholds"]],
-        fired=[float(limit) for limit in view["fired"]],
-        now=NOW,
-    )
+    # The chart as the page makes it.
+    chart = chart_of(stored, view, NOW)
 
     page = render(
         "subject.html", csrf="c", now=NOW, kind="key", subject=KEY, view=view, chart=chart
