@@ -26,18 +26,20 @@ class Aggregate:
         #: (key, org id, api id, second) -> requests
         self._keyed: dict[tuple[str, str, str | None, float], int] = {}
         self._org_only = PartialSums()
-        self.hits = 0
+
+    def add(self, ts: float, org_id: str, key: str, api_id: str | None) -> None:
+        """One hit, its fields as arguments: the readers' AddHit."""
+        second = ts // 1
+        if key:
+            group = (key, org_id, api_id, second)
+            keyed = self._keyed
+            keyed[group] = keyed.get(group, 0) + 1
+        else:
+            self._org_only.add(org_id, second, 1)
 
     def add_all(self, hits: Iterable[Hit]) -> None:
-        keyed = self._keyed
-        for ts, org_id, key, api_id in hits:
-            self.hits += 1
-            second = ts // 1
-            if not key:
-                self._org_only.add(org_id, second, 1)
-                continue
-            group = (key, org_id, api_id, second)
-            keyed[group] = keyed.get(group, 0) + 1
+        for hit in hits:
+            self.add(*hit)
 
     def request_counts(self) -> Iterator[tuple[bytes, bytes]]:
         """(record key, RequestCount) of every key's second."""

@@ -20,7 +20,7 @@ import orjson
 
 from pipeline.config import ApisixSource
 from pipeline.errors import InvalidRecord
-from pipeline.ingest.hits import Hit, Reader
+from pipeline.ingest.hits import AddHit, Hit, Reader
 from pipeline.records.checks import MAX_ID_LENGTH
 
 
@@ -64,7 +64,7 @@ def apisix_reader(source: ApisixSource) -> Reader:
             key = ""  # refused by APISIX itself (auth, limit-count): counts for the org only
         return Hit(start / 1000, org_id, key, api_id or None)
 
-    def read(raw: bytes | None) -> list[Hit]:
+    def read(raw: bytes | None, add: AddHit) -> None:
         if raw is None:
             raise InvalidRecord("an APISIX log message has no value")
         try:
@@ -79,6 +79,7 @@ def apisix_reader(source: ApisixSource) -> Reader:
             except InvalidRecord as exc:
                 where = f"entry {index}" if isinstance(message, list) else "the log entry"
                 raise InvalidRecord(f"{where}: {exc}") from None
-        return hits
+        for hit in hits:  # only once every entry has read: the message is taken whole
+            add(*hit)
 
     return read

@@ -18,6 +18,11 @@ class Hit(NamedTuple):
     api_id: str | None
 
 
-#: Reads one source record's value into the requests it stands for; raises InvalidRecord
-#: (with a reason for pipeline.rejected) when the record cannot be mapped.
-Reader = Callable[[bytes | None], list[Hit]]
+#: Takes one hit, its fields as arguments (``Hit``'s order): a reader hands each request
+#: straight to the batch's sums, without a tuple or a list of its own (a third of the
+#: transform's time at 500,000 records).
+AddHit = Callable[[float, str, str, "str | None"], None]
+
+#: Reads one source record's value and adds the requests it stands for; raises InvalidRecord
+#: (with a reason for pipeline.rejected) when the record cannot be mapped, having added none.
+Reader = Callable[[bytes | None, AddHit], None]

@@ -14,7 +14,7 @@ from pipeline.engine.relay import Output, Relay
 from pipeline.errors import failure_reason
 from pipeline.ingest.aggregate import Aggregate
 from pipeline.ingest.apisix import apisix_reader
-from pipeline.ingest.hits import Hit, Reader
+from pipeline.ingest.hits import Reader
 from pipeline.ingest.tyk_pump import tyk_pump_reader
 from pipeline.records.rejections import copied, rejection
 from pipeline.service.metrics import INGEST_PRODUCED, INGESTED, REJECTED
@@ -45,14 +45,13 @@ class Ingest:
         """The outputs of one partition's records (aiokafka's own: offset, key, value; in order)."""
         read = self._readers[tp.topic]
         outputs: list[Output] = []
-        hits: list[Hit] = []
+        aggregate = Aggregate()
+        add = aggregate.add
         for record in records:
             try:
-                hits += read(record.value)
+                read(record.value, add)
             except Exception as exc:  # InvalidRecord, or a reader failing on input it never saw
                 outputs.append(self._rejection(tp, record, failure_reason(exc)))
-        aggregate = Aggregate()
-        aggregate.add_all(hits)
         requests = self._requests
         outputs += ((requests, key, value) for key, value in aggregate.request_counts())
         stream = f"{tp.topic}/{tp.partition}"

@@ -24,7 +24,7 @@ import orjson
 
 from pipeline.config import TykPumpSource
 from pipeline.errors import InvalidRecord
-from pipeline.ingest.hits import Hit, Reader
+from pipeline.ingest.hits import AddHit, Reader
 from pipeline.records.checks import MAX_ID_LENGTH
 
 #: Tyk's own refusals that counted against the key's quota all the same.
@@ -88,7 +88,7 @@ def tyk_pump_reader(source: TykPumpSource) -> Reader:
     """The reader of ``source``'s messages: one hit each."""
     refused = frozenset(source.refused_codes)
 
-    def read(raw: bytes | None) -> list[Hit]:
+    def read(raw: bytes | None, add: AddHit) -> None:
         if raw is None:
             raise InvalidRecord("a Tyk Pump message has no value")
         try:
@@ -104,6 +104,6 @@ def tyk_pump_reader(source: TykPumpSource) -> Reader:
             key and not counted_for_key(record.response_code, record.raw_response, refused)
         ):
             key = ""
-        return [Hit(record.timestamp.timestamp(), org_id, key, record.api_id or None)]
+        add(record.timestamp.timestamp(), org_id, key, record.api_id or None)
 
     return read

@@ -20,6 +20,7 @@ from pipeline.records.requests import decode_request
 from pipeline.usage.partials import decode_partial
 from tests.fuzz.inputs import hostile
 from tests.fuzz.test_decoders import FUZZ, outcome
+from tests.unit.ingest.reading import hits_of
 
 TYK = orjson.loads(tyk_pump_message(key="k1", org_id="o1", api_id="a1", ts=1_714_558_530.5))
 APISIX = [
@@ -29,7 +30,7 @@ APISIX = [
 
 
 def assert_accepted_downstream(read: Reader, value: bytes | None) -> None:
-    hits = outcome(lambda: read(value))
+    hits = outcome(lambda: hits_of(read, value))
     if hits is None:
         return
     aggregate = Aggregate()
@@ -69,5 +70,5 @@ def test_apisix_entries_with_the_org_from_a_path(value: bytes | None) -> None:
 
 
 def test_the_templates_themselves_give_hits() -> None:
-    assert tyk_pump_reader(TykPumpSource(format="tyk-pump", topic="t"))(orjson.dumps(TYK))
-    assert len(apisix_reader(apisix_source(org_id="acme"))(orjson.dumps(APISIX))) == 2
+    assert hits_of(tyk_pump_reader(TykPumpSource(format="tyk-pump", topic="t")), orjson.dumps(TYK))
+    assert len(hits_of(apisix_reader(apisix_source(org_id="acme")), orjson.dumps(APISIX))) == 2

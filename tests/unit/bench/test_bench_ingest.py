@@ -20,6 +20,7 @@ from pipeline.bench.usage import T0, key_name, org_name
 from pipeline.config import Settings, TykPumpSource
 from pipeline.devtools.local import isolated_config
 from pipeline.ingest.tyk_pump import tyk_pump_reader
+from tests.unit.ingest.reading import hits_of
 
 
 def test_the_plan_mixes_refusals_and_keyless_requests_and_advances_event_time():
@@ -43,7 +44,7 @@ def test_the_stage_reads_each_record_as_the_plan_says():
     for record in pump_plan(2_000, 20, 4):
         message = pump_message(record)
         assert 300 <= len(message) <= 600
-        (hit,) = read(message)
+        (hit,) = hits_of(read, message)
         assert hit.org_id == org_name(record.org)
         assert hit.ts == pytest.approx(record.ts, abs=1e-6)
         assert hit.key == (key_name(record.key) if record.counts_for_key else "")

@@ -14,6 +14,7 @@ from pipeline.devtools.gateway_logs import apisix_entry
 from pipeline.errors import InvalidRecord
 from pipeline.ingest.apisix import apisix_reader
 from pipeline.ingest.hits import Hit
+from tests.unit.ingest.reading import hits_of
 
 RECORDED = Path(__file__).parents[2] / "data" / "gateways"
 
@@ -26,7 +27,7 @@ def source(**fields: Any) -> ApisixSource:
 
 def test_a_recorded_batch_counts_consumers_and_refusals_for_the_org() -> None:
     read = apisix_reader(source())
-    hits = read((RECORDED / "apisix-batch.json").read_bytes())
+    hits = hits_of(read, (RECORDED / "apisix-batch.json").read_bytes())
     assert hits == [
         Hit(1699596164.550, "acme", "jack", "orders-route"),
         Hit(1699596164.5515, "acme", "", "orders-route"),  # limit-count refused it
@@ -38,7 +39,7 @@ def test_a_recorded_batch_counts_consumers_and_refusals_for_the_org() -> None:
 
 def test_a_recorded_single_entry_message_is_one_hit() -> None:
     read = apisix_reader(source())
-    assert read((RECORDED / "apisix-single.json").read_bytes()) == [
+    assert hits_of(read, (RECORDED / "apisix-single.json").read_bytes()) == [
         Hit(1699596166.0, "acme", "rose", "orders-route")
     ]
 
@@ -52,14 +53,14 @@ def test_key_org_and_api_come_from_the_configured_paths() -> None:
             api_path="service_id",
         )
     )
-    [hit] = read((RECORDED / "apisix-single.json").read_bytes())
+    [hit] = hits_of(read, (RECORDED / "apisix-single.json").read_bytes())
     assert hit == Hit(1699596166.0, "acme", "rose-key", None)  # service_id "": no api
 
 
 def test_numbers_found_by_a_path_are_ids_too() -> None:
     entry = apisix_entry(consumer=None, route_id="r", start_time_ms=1000)
     entry["tenant"] = 42
-    [hit] = apisix_reader(source(org_id=None, org_path="tenant"))(orjson.dumps(entry))
+    [hit] = hits_of(apisix_reader(source(org_id=None, org_path="tenant")), orjson.dumps(entry))
     assert hit.org_id == "42"
 
 
@@ -77,7 +78,7 @@ def test_numbers_found_by_a_path_are_ids_too() -> None:
 )
 def test_a_message_that_cannot_be_mapped_says_why(message: bytes | None, reason: str) -> None:
     with pytest.raises(InvalidRecord, match=reason):
-        apisix_reader(source())(message)
+        hits_of(apisix_reader(source()), message)
 
 
 def test_one_bad_entry_rejects_its_whole_message_and_names_it() -> None:
@@ -85,7 +86,7 @@ def test_one_bad_entry_rejects_its_whole_message_and_names_it() -> None:
     good = apisix_entry(consumer="jack", route_id="r", start_time_ms=1000)
     anonymous = apisix_entry(consumer=None, route_id="r", start_time_ms=1001)
     with pytest.raises(InvalidRecord, match=r"entry 1: org_path 'consumer\.username' finds no"):
-        read(orjson.dumps([good, anonymous]))
+        hits_of(read, orjson.dumps([good, anonymous]))
 
 
 def test_the_org_is_given_one_way_exactly() -> None:

@@ -13,6 +13,7 @@ from pipeline.errors import InvalidRecord
 from pipeline.ingest.hits import Hit
 from pipeline.ingest.tyk_pump import counted_for_key, made_by_tyk, tyk_pump_reader
 from pipeline.records.checks import MAX_ID_LENGTH
+from tests.unit.ingest.reading import hits_of
 
 RECORDED = Path(__file__).parents[2] / "data" / "gateways" / "tyk-pump.jsonl"
 KEY = "5e9d9544a1dcd60001d0ed20a6ab77653d8da938f452bb8cc9b2b8e3"
@@ -24,7 +25,7 @@ read = tyk_pump_reader(TykPumpSource(format="tyk-pump", topic="tyk"))
 
 
 def test_recorded_messages_count_as_the_gateway_counted_them() -> None:
-    hits = [hit for line in RECORDED.read_bytes().splitlines() for hit in read(line)]
+    hits = [hit for line in RECORDED.read_bytes().splitlines() for hit in hits_of(read, line)]
     assert hits == [
         Hit(T + 0.123457, ORG, KEY, ORDERS),  # reached the upstream; nanoseconds to a float
         Hit(T + 0.2, ORG, "", ORDERS),  # 401 no key: the org only
@@ -75,7 +76,7 @@ def test_a_decoded_raw_response_is_read_too() -> None:
 def test_refused_codes_are_configurable() -> None:
     everything = tyk_pump_reader(TykPumpSource(format="tyk-pump", topic="t", refused_codes=()))
     message = tyk_pump_message(key="k", org_id="o", api_id="a", ts=T, response_code=429)
-    assert everything(message) == [Hit(T, "o", "k", "a")]
+    assert hits_of(everything, message) == [Hit(T, "o", "k", "a")]
 
 
 @pytest.mark.parametrize(
@@ -99,4 +100,4 @@ def test_refused_codes_are_configurable() -> None:
 )
 def test_a_record_that_cannot_be_mapped_says_why(value: bytes | None, reason: str) -> None:
     with pytest.raises(InvalidRecord, match=reason):
-        read(value)
+        hits_of(read, value)
