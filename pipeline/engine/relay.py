@@ -15,8 +15,10 @@ How it holds:
   aborts that one's open transaction (``init_transactions``);
 - a batch's output for a partition and the offset after its last record commit in one
   transaction (``send_offsets_to_transaction``);
-- a rebalance waits for the batch under way, and a batch taken across a rebalance is dropped
-  (every partition is then read again from its committed offset);
+- a rebalance waits for the transactions under way, and a batch taken across a rebalance is
+  dropped (every partition is then read again from its committed offset);
+- the next batch is taken and transformed while the last one commits, and its transactions
+  begin once those have ended;
 - a new owner reads each partition's committed offset after the fencing, as it stands once no
   transaction holds it pending (``require_stable``: pipeline.engine.stable_offsets), and drops
   whatever it is handed below it. aiokafka's own OffsetFetch cannot ask for stable offsets, and
@@ -109,7 +111,7 @@ class Relay:
         #: Per assigned partition, the offset its next record must have at least: what is
         #: committed. Records below it were relayed already.
         self._next: dict[TopicPartition, int] = {}
-        #: Held by a batch from its transform to its commits, and by a rebalance.
+        #: Held by a batch's commits, and by a rebalance.
         self._lock = asyncio.Lock()
         #: Bumped by every assignment and revocation: a batch taken under an older one is stale.
         self.generation = 0
@@ -161,20 +163,26 @@ class Relay:
         raw = RawRecordsOf(self._topics)
         raw.update(fetcher._records)  # empty: nothing is fetched before the group is joined
         fetcher._records = raw
+        # The batch under way commits while the next one is taken and transformed: the
+        # transactions' round trips are most of a batch's wall time otherwise.
+        committing: asyncio.Task[None] | None = None
         try:
             while not self._stopping.is_set():
                 generation = self.generation
                 taken = await self._take(consumer)
-                if not taken:
-                    continue
-                async with self._lock:
-                    if generation != self.generation:
-                        continue  # a rebalance came between: read again from the commits
-                    prepared = [await self._prepare(tp, records) for tp, records in taken.items()]
-                    await asyncio.gather(
-                        *(self._commit(batch) for batch in prepared if batch.consumed)
-                    )
+                prepared = await self._prepare_all(generation, taken) if taken else []
+                if committing is not None:
+                    await committing  # a producer has one transaction open at a time
+                    committing = None
+                if prepared:
+                    committing = asyncio.create_task(self._commit_all(generation, prepared))
+            if committing is not None:
+                await committing
         finally:
+            if committing is not None:  # failed: its outcome is what the restart reads
+                await asyncio.wait([committing])
+                if not committing.cancelled():
+                    committing.exception()  # reported by the raise that brought us here
             async with self._lock:
                 await self._stop_producers(list(self._producers))
             await consumer.stop()
@@ -202,6 +210,21 @@ class Relay:
                 break
         return taken
 
+    async def _prepare_all(
+        self, generation: int, taken: dict[TopicPartition, list[Any]]
+    ) -> list[Prepared]:
+        """Each partition's share of a batch taken under ``generation``, transformed and in
+        record batches; none when a rebalance has come since (its partitions are read again
+        from their commits)."""
+        prepared = []
+        for tp, records in taken.items():
+            if generation != self.generation:
+                return []
+            batch = await self._prepare(tp, records)
+            if batch.consumed:
+                prepared.append(batch)
+        return prepared
+
     async def _prepare(self, tp: TopicPartition, records: list[Any]) -> Prepared:
         """One partition's share of a batch, transformed and in record batches."""
         floor = self._next.get(tp, 0)
@@ -212,6 +235,14 @@ class Relay:
         outputs = list(self._transform(tp, records))
         batches = await self._batches(self._producers[tp], tp, outputs)
         return Prepared(tp, len(records), records[-1].offset + 1, outputs, batches)
+
+    async def _commit_all(self, generation: int, prepared: list[Prepared]) -> None:
+        """A batch's transactions, one per source partition, unless a rebalance has come
+        since it was taken. A rebalance waits for them (the lock)."""
+        async with self._lock:
+            if generation != self.generation:
+                return
+            await asyncio.gather(*(self._commit(batch) for batch in prepared))
 
     async def _commit(self, batch: Prepared) -> None:
         """One partition's output and its next offset, one transaction."""

@@ -20,6 +20,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from pipeline.devtools.gateway_logs import apisix_entry, tyk_pump_message
+from pipeline.devtools.local import free_port
 from pipeline.devtools.tyk_gateway import TykGatewayStandIn
 from tests.integration.conftest import consume, produce, read_to_end, wait_for_table
 
@@ -247,6 +248,76 @@ async def test_sigkill_while_ingesting_loses_and_repeats_nothing(
         timeout=120,
     )
     # Each threshold once, by id; a repeat is the same event (same id), never a second one.
+    assert distinct_triggers_of(triggers) == expected
+
+
+@pytest.mark.timeout(400)
+async def test_workers_joining_and_leaving_while_ingesting_count_every_request_once(
+    make_config, cli, topics_of, start_worker, tmp_path
+):
+    """Each move hands the source partitions over while batches are taken, transformed and
+    committed: a batch taken before a rebalance must be dropped, not committed twice."""
+    config = ingest_config(make_config, monitor={"global_trigger_limits": LIMITS})
+    settings = await topics_of(config)
+    tyk_topic = settings.ingest.sources[0].topic
+    await put(
+        cli,
+        config,
+        "sessions",
+        {key: {"org_id": "move-org", "quota_max": QUOTA, "quota_renewal_rate": 0} for key in KEYS},
+    )
+    traffic = [
+        tyk_pump_message(key=KEYS[i % len(KEYS)], org_id="move-org", api_id="a", ts=T0 + i / 100)
+        for i in range(RECORDS)
+    ]
+    second_config = {
+        **config,
+        "data_dir": str(tmp_path / "second"),
+        "web": {**config["web"], "port": free_port()},
+    }
+    first = await start_worker(config, name="first")
+    moves_done = asyncio.Event()
+    producing = asyncio.create_task(
+        produce_steadily(settings.kafka.bootstrap_servers, tyk_topic, traffic, moves_done)
+    )
+    second = None
+
+    async def join() -> None:
+        nonlocal second
+        second = await start_worker(second_config, name="second")
+
+    async def first_leaves() -> None:
+        first.stop()
+
+    async def first_returns() -> None:
+        nonlocal first
+        first = await start_worker(config, name="first-again")
+
+    async def second_dies() -> None:
+        assert second is not None
+        second.kill()
+
+    counted = 0
+    for move in (join, first_leaves, first_returns, second_dies):
+        state = await wait_for_table(
+            settings, "key_usage", lambda s, c=counted: total_usage(s) > c + 500, timeout=120
+        )
+        await move()
+        counted = total_usage(state)
+    assert counted < RECORDS - HELD_BACK
+    moves_done.set()
+    await producing
+
+    await wait_for_table(settings, "key_usage", lambda s: total_usage(s) == RECORDS, timeout=180)
+    requests = await read_to_end(settings.kafka.bootstrap_servers, settings.topics.requests)
+    assert counts_of(requests) == dict.fromkeys(KEYS, QUOTA)
+    expected = Counter({("key", key, str(limit)): 1 for key in KEYS for limit in LIMITS})
+    triggers = await consume(
+        settings.kafka.bootstrap_servers,
+        settings.topics.triggers,
+        until=lambda records: distinct_triggers_of(records) == expected,
+        timeout=120,
+    )
     assert distinct_triggers_of(triggers) == expected
 
 
