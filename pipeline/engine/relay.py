@@ -16,14 +16,17 @@ How it holds:
 - a batch's output for a partition and the offset after its last record commit in one
   transaction (``send_offsets_to_transaction``);
 - a rebalance waits for the transactions under way, and a batch taken across a rebalance is
-  dropped (every partition is then read again from its committed offset);
+  dropped; those of its partitions that are still assigned are sought back to their last
+  commit, since its records may be the first of the new assignment, which nothing else would
+  read again (found in a test: a batch taken as the relay joined its group was lost);
 - the next batch is taken and transformed while the last one commits, and its transactions
   begin once those have ended;
 - a new owner reads each partition's committed offset after the fencing, as it stands once no
-  transaction holds it pending (``require_stable``: pipeline.engine.stable_offsets), and drops
-  whatever it is handed below it. aiokafka's own OffsetFetch cannot ask for stable offsets, and
-  a transaction that had just ended could still read as before it: its records came twice.
-  (Seeking there instead raced aiokafka's own reset: the records came twice too.)
+  transaction holds it pending (``require_stable``: pipeline.engine.stable_offsets), and seeks
+  there. aiokafka's own OffsetFetch cannot ask for stable offsets, and a transaction that had
+  just ended could still read as before it: its records came twice. Its reset can still hand
+  back records from there, so each partition keeps the offset its next record must have at
+  least (past what is committed and what is committing), and records below it are skipped;
 - any failure of a transaction (fenced, a broker gone, a timeout whose outcome is unknown)
   restarts the relay: new consumer, new producers, committed offsets. Nothing is read past
   what is committed, so nothing is lost or counted twice.
@@ -108,12 +111,19 @@ class Relay:
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
         #: Output topic -> where its keys go.
         self._partitions: dict[str, KeyPartitions] = {}
-        #: Per assigned partition, the offset its next record must have at least: what is
-        #: committed. Records below it were relayed already.
+        #: Per assigned partition, the offset its last commit left: where it is read again from
+        #: when a batch is dropped.
         self._next: dict[TopicPartition, int] = {}
+        #: Per assigned partition, the offset its next record taken must have at least: past
+        #: what is committed and what is being committed. Records below it (handed back by a
+        #: reset of aiokafka's own) are relayed already or on their way.
+        self._expected: dict[TopicPartition, int] = {}
+        #: The consumer of the current run: a dropped batch's partitions are sought back.
+        self._consumer: AIOKafkaConsumer | None = None
         #: Held by a batch's commits, and by a rebalance.
         self._lock = asyncio.Lock()
-        #: Bumped by every assignment and revocation: a batch taken under an older one is stale.
+        #: Bumped as a revocation begins, as an assignment ends, and by every batch dropped: a
+        #: batch taken under an older one is stale.
         self.generation = 0
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -156,6 +166,7 @@ class Relay:
             max_partition_fetch_bytes=kafka.max_partition_fetch_bytes,
         )
         consumer.subscribe(self._topics, listener=_Rebalance(self, consumer))
+        self._consumer = consumer
         await consumer.start()
         # Records as aiokafka parsed them (offset, key, value), without a ConsumerRecord each:
         # see pipeline.engine.consumer.RawRecordsOf.
@@ -219,6 +230,8 @@ class Relay:
         prepared = []
         for tp, records in taken.items():
             if generation != self.generation:
+                async with self._lock:
+                    self._rewind(taken)
                 return []
             batch = await self._prepare(tp, records)
             if batch.consumed:
@@ -227,11 +240,12 @@ class Relay:
 
     async def _prepare(self, tp: TopicPartition, records: list[Any]) -> Prepared:
         """One partition's share of a batch, transformed and in record batches."""
-        floor = self._next.get(tp, 0)
-        if records[0].offset < floor:  # read again from a commit read too early: skip them
+        floor = self._expected.get(tp, 0)
+        if records[0].offset < floor:  # handed back by a reset to an older commit: skip them
             records = [record for record in records if record.offset >= floor]
         if not records:
             return Prepared(tp, 0, -1, [], [])
+        self._expected[tp] = records[-1].offset + 1
         outputs = list(self._transform(tp, records))
         batches = await self._batches(self._producers[tp], tp, outputs)
         return Prepared(tp, len(records), records[-1].offset + 1, outputs, batches)
@@ -241,8 +255,21 @@ class Relay:
         since it was taken. A rebalance waits for them (the lock)."""
         async with self._lock:
             if generation != self.generation:
+                self._rewind(batch.tp for batch in prepared)
                 return
             await asyncio.gather(*(self._commit(batch) for batch in prepared))
+
+    def _rewind(self, tps: Iterable[TopicPartition]) -> None:
+        """A batch is dropped: those of its partitions that are still ours are read again from
+        their last commit (its records may be the first of a new assignment, which nothing else
+        would read again), and any batch taken meanwhile is dropped too. The lock is held."""
+        self.generation += 1
+        assert self._consumer is not None
+        for tp in tps:
+            committed = self._next.get(tp)
+            if committed is not None:
+                self._expected[tp] = committed
+                self._consumer.seek(tp, committed)
 
     async def _commit(self, batch: Prepared) -> None:
         """One partition's output and its next offset, one transaction."""
@@ -300,7 +327,11 @@ class Relay:
         await asyncio.gather(*(start(tp) for tp in tps))
         committed = await stable_committed(consumer, tps)
         for tp in tps:
-            self._next[tp] = committed[tp] or 0
+            self._next[tp] = self._expected[tp] = committed[tp] or 0
+            # Records fetched from aiokafka's own reading of the commit before this one
+            # (not stable) are below _expected and skipped; records taken before this one
+            # are in a batch that the new generation drops.
+            consumer.seek(tp, self._next[tp])
 
     async def _stop_producers(self, tps: list[TopicPartition]) -> None:
         """Stop the producers of ``tps``; their last commits are the next owner's to read, as
@@ -309,6 +340,7 @@ class Relay:
         await asyncio.gather(*(producer.stop() for producer in producers))
         for tp in tps:
             self._next.pop(tp, None)
+            self._expected.pop(tp, None)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -327,7 +359,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         relay = self._relay
         async with relay._lock:
-            relay.generation += 1
             await relay._start_producers(self._consumer, sorted(assigned))
+            # Once each partition is sought to its commit: a batch taken while this ran may
+            # hold its first records, read from aiokafka's own position, and is dropped.
+            relay.generation += 1
         if assigned:
             log.info("relay %s: %d source partitions", relay.group_id, len(assigned))
