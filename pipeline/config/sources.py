@@ -74,6 +74,9 @@ class IngestSettings(Section):
     """Gateways' own topics, each re-keyed and pre-aggregated into gateway.requests."""
 
     sources: tuple[IngestSource, ...] = ()
+    #: The relay runs in a process of its own, a child of the worker, with a core to itself;
+    #: false runs it on the worker's event loop, beside the other stages.
+    own_process: bool = True
 
     @field_validator("sources")
     @classmethod

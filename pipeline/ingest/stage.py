@@ -6,8 +6,10 @@ the batch's source offsets in one transaction."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import orjson
 
 from pipeline.config import IngestSource, Settings, TykPumpSource
 from pipeline.engine.relay import Output, Relay
@@ -35,7 +37,9 @@ def reader_for(source: IngestSource) -> Reader:
 class Ingest:
     """What one partition's batch of a source becomes."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, counted: Callable[[Tally], None] | None = None) -> None:
+        #: Told of each committed transaction: the worker's metrics unless said otherwise.
+        self._counted = counted or count_committed(settings)
         self._readers = {source.topic: reader_for(source) for source in settings.ingest.sources}
         self._requests = settings.topics.requests
         self._partials = org_partials_name(settings)
@@ -63,16 +67,11 @@ class Ingest:
         return outputs
 
     def committed(self, tp: Any, consumed: int, outputs: Sequence[Output]) -> None:
-        """A partition's batch is committed: count it in the metrics."""
-        INGESTED.labels(topic=tp.topic).inc(consumed)
-        by_topic: dict[str, int] = {}
+        """A partition's batch is committed: tell ``counted``."""
+        produced: dict[str, int] = {}
         for topic, _, _ in outputs:
-            by_topic[topic] = by_topic.get(topic, 0) + 1
-        for topic, count in by_topic.items():
-            if topic == self._rejected:
-                REJECTED.labels(topic=tp.topic).inc(count)
-            else:
-                INGEST_PRODUCED.labels(topic=topic).inc(count)
+            produced[topic] = produced.get(topic, 0) + 1
+        self._counted(Tally(tp.topic, consumed, produced))
 
     def _rejection(self, tp: Any, record: Any, reason: str) -> Output:
         value = rejection(
@@ -87,9 +86,41 @@ class Ingest:
         return (self._rejected, copied(record.key), value)
 
 
-def ingest_relay(settings: Settings) -> Relay:
-    """The relay of every configured source, in consumer group ``<app id>-ingest``."""
-    ingest = Ingest(settings)
+class Tally(NamedTuple):
+    """What one committed transaction adds to the metrics."""
+
+    source: str
+    consumed: int
+    #: Output topic (the rejections' included) -> records.
+    produced: dict[str, int]
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self._asdict())
+
+    @classmethod
+    def from_json(cls, line: bytes) -> Tally:
+        return cls(**orjson.loads(line))
+
+
+def count_committed(settings: Settings) -> Callable[[Tally], None]:
+    """Counts a tally in the worker's metrics."""
+    rejected = settings.topics.rejected
+
+    def count(tally: Tally) -> None:
+        INGESTED.labels(topic=tally.source).inc(tally.consumed)
+        for topic, records in tally.produced.items():
+            if topic == rejected:
+                REJECTED.labels(topic=tally.source).inc(records)
+            else:
+                INGEST_PRODUCED.labels(topic=topic).inc(records)
+
+    return count
+
+
+def ingest_relay(settings: Settings, *, counted: Callable[[Tally], None] | None = None) -> Relay:
+    """The relay of every configured source, in consumer group ``<app id>-ingest``; each
+    committed transaction is told to ``counted`` (the worker's metrics by default)."""
+    ingest = Ingest(settings, counted)
     return Relay(
         settings,
         [source.topic for source in settings.ingest.sources],

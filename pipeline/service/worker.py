@@ -16,8 +16,10 @@ from pipeline.delivery.planning import Notifier
 from pipeline.delivery.router import DeliveryRouter
 from pipeline.engine import worker as engine_worker
 from pipeline.engine.clients import probe_broker
+from pipeline.engine.relay import Relay
 from pipeline.engine.versions import check_versions
-from pipeline.ingest.stage import ingest_relay
+from pipeline.ingest.process import IngestProcess
+from pipeline.ingest.stage import count_committed, ingest_relay
 from pipeline.portal.agent import attach_portal_agent
 from pipeline.service import redaction
 from pipeline.service.summary import start_line
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 CLEAN_SHUTDOWN_MARKER = ".clean-shutdown"
 
 
-def build_worker_pipeline(settings: Settings) -> Pipeline:
+def build_worker_pipeline(settings: Settings, *, loglevel: str = "info") -> Pipeline:
     """The pipeline with every agent, task and page a worker runs."""
     pipeline = build_pipeline(settings)
     attach_usage_agents(pipeline)
@@ -43,7 +45,11 @@ def build_worker_pipeline(settings: Settings) -> Pipeline:
 
     pipeline.engine.task(follow_orgs)
     if settings.ingest.sources:
-        relay = ingest_relay(settings)
+        relay: Relay | IngestProcess = (
+            IngestProcess(settings, loglevel, counted=count_committed(settings))
+            if settings.ingest.own_process
+            else ingest_relay(settings)
+        )
         pipeline.engine.task(relay.run)
         pipeline.engine.on_stop(relay.stop)
 
@@ -113,7 +119,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     finally:
         redaction.quiet_libraries(redaction.LEVELS[loglevel])
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    pipeline = build_worker_pipeline(settings)
+    pipeline = build_worker_pipeline(settings, loglevel=loglevel)
     exactly_once = settings.kafka.processing_guarantee == "exactly_once"
     if exactly_once and discard_state_after_crash(
         settings.data_dir, engine_worker.tables_dir(pipeline.engine)

@@ -1,7 +1,8 @@
 """The ingest stage on a real broker and worker: Tyk Pump and APISIX messages, unkeyed and
 spread over every partition, counted for their keys and orgs with each threshold firing once;
 bad messages rejected while the rest flows; and no request lost or counted twice when the
-worker is killed with SIGKILL again and again while it ingests."""
+worker is killed with SIGKILL again and again while it ingests, when the source partitions move
+between workers, or when the worker's ingest process dies alone."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import random
+import signal
 import sys
 import time
 from collections import Counter
@@ -22,7 +24,14 @@ from aiokafka import AIOKafkaProducer
 from pipeline.devtools.gateway_logs import apisix_entry, tyk_pump_message
 from pipeline.devtools.local import free_port
 from pipeline.devtools.tyk_gateway import TykGatewayStandIn
-from tests.integration.conftest import consume, produce, read_to_end, wait_for_table
+from tests.integration.conftest import (
+    consume,
+    poll,
+    produce,
+    read_to_end,
+    scrape,
+    wait_for_table,
+)
 
 T0 = 1_700_000_000.0
 RECORDED = Path(__file__).parents[1] / "data" / "gateways"
@@ -251,6 +260,33 @@ async def test_sigkill_while_ingesting_loses_and_repeats_nothing(
     assert distinct_triggers_of(triggers) == expected
 
 
+def ingest_child_of(worker: int) -> int | None:
+    """The worker's ingest process (its one child running pipeline.ingest.process)."""
+    for child in Path(f"/proc/{worker}/task/{worker}/children").read_text().split():
+        with contextlib.suppress(FileNotFoundError):
+            if b"pipeline.ingest.process" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return int(child)
+    return None
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead and not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _async(read: Any) -> Any:
+    """``read`` as the coroutine function that ``poll`` awaits."""
+
+    async def call() -> Any:
+        return read()
+
+    return call
+
+
 @pytest.mark.timeout(400)
 async def test_workers_joining_and_leaving_while_ingesting_count_every_request_once(
     make_config, cli, topics_of, start_worker, tmp_path
@@ -287,7 +323,11 @@ async def test_workers_joining_and_leaving_while_ingesting_count_every_request_o
         second = await start_worker(second_config, name="second")
 
     async def first_leaves() -> None:
-        first.stop()
+        assert first.pid is not None
+        child = ingest_child_of(first.pid)
+        first.stop()  # SIGTERM: the worker stops its ingest process before it exits
+        assert child is not None
+        assert not running(child)
 
     async def first_returns() -> None:
         nonlocal first
@@ -319,6 +359,48 @@ async def test_workers_joining_and_leaving_while_ingesting_count_every_request_o
         timeout=120,
     )
     assert distinct_triggers_of(triggers) == expected
+
+
+async def test_the_ingest_process_is_started_again_and_dies_with_its_worker(
+    make_config, cli, topics_of, start_worker
+):
+    config = ingest_config(make_config)
+    settings = await topics_of(config)
+    tyk_topic = settings.ingest.sources[0].topic
+    await put(
+        cli,
+        config,
+        "sessions",
+        {"k": {"org_id": "o", "quota_max": 10_000, "quota_renewal_rate": 0}},
+    )
+    worker = await start_worker(config)
+    assert worker.pid is not None
+    first = await poll(_async(lambda: ingest_child_of(worker.pid)))
+
+    async def send(count: int, start: int) -> None:
+        messages = [
+            (None, tyk_pump_message(key="k", org_id="o", api_id="a", ts=T0 + start + i))
+            for i in range(count)
+        ]
+        await produce(settings.kafka.bootstrap_servers, tyk_topic, messages)
+
+    def usage_is(expected: int) -> Any:
+        return lambda state: usage_of(state, "k") == expected
+
+    await send(100, 0)
+    await wait_for_table(settings, "key_usage", usage_is(100), timeout=60)
+    os.kill(first, signal.SIGKILL)
+    second = await poll(
+        _async(lambda: (pid := ingest_child_of(worker.pid)) not in (None, first) and pid)
+    )
+    await send(100, 100)
+    await wait_for_table(settings, "key_usage", usage_is(200), timeout=60)
+    metrics = await scrape(worker.web_url)
+    ingested = metrics[("quota_pipeline_ingested_records_total", (("topic", tyk_topic),))]
+    assert ingested == 200  # each child's commits, told to the worker as they were made
+
+    worker.kill()
+    await poll(_async(lambda: not running(second)))
 
 
 async def test_from_tyk_to_a_webhook_a_synced_session_meets_its_pump_messages(
