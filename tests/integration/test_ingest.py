@@ -211,6 +211,33 @@ def total_usage(state: dict[str, Any]) -> int:
     return sum((value.get("current") or {}).get("usage", 0) for value in state.values())
 
 
+async def sessions_and_traffic(cli: Any, config: dict[str, Any], org: str) -> list[bytes]:
+    """A session for each of KEYS (a quota of its share of the traffic, never renewed), and
+    RECORDS Tyk Pump messages spread over them, 100 a second of event time."""
+    sessions = {key: {"org_id": org, "quota_max": QUOTA, "quota_renewal_rate": 0} for key in KEYS}
+    await put(cli, config, "sessions", sessions)
+    return [
+        tyk_pump_message(key=KEYS[i % len(KEYS)], org_id=org, api_id="a", ts=T0 + i / 100)
+        for i in range(RECORDS)
+    ]
+
+
+async def assert_each_request_and_threshold_once(settings: Any) -> None:
+    """Every key's usage and summed requests exact; each threshold once, by event id (a repeat
+    is the same event, with the same id, never a second one)."""
+    await wait_for_table(settings, "key_usage", lambda s: total_usage(s) == RECORDS, timeout=180)
+    requests = await read_to_end(settings.kafka.bootstrap_servers, settings.topics.requests)
+    assert counts_of(requests) == dict.fromkeys(KEYS, QUOTA)
+    expected = Counter({("key", key, str(limit)): 1 for key in KEYS for limit in LIMITS})
+    triggers = await consume(
+        settings.kafka.bootstrap_servers,
+        settings.topics.triggers,
+        until=lambda records: distinct_triggers_of(records) == expected,
+        timeout=120,
+    )
+    assert distinct_triggers_of(triggers) == expected
+
+
 @pytest.mark.timeout(400)
 async def test_sigkill_while_ingesting_loses_and_repeats_nothing(
     make_config, cli, topics_of, start_worker
@@ -218,16 +245,7 @@ async def test_sigkill_while_ingesting_loses_and_repeats_nothing(
     config = ingest_config(make_config, monitor={"global_trigger_limits": LIMITS})
     settings = await topics_of(config)
     tyk_topic = settings.ingest.sources[0].topic
-    await put(
-        cli,
-        config,
-        "sessions",
-        {key: {"org_id": "kill-org", "quota_max": QUOTA, "quota_renewal_rate": 0} for key in KEYS},
-    )
-    traffic = [
-        tyk_pump_message(key=KEYS[i % len(KEYS)], org_id="kill-org", api_id="a", ts=T0 + i / 100)
-        for i in range(RECORDS)
-    ]
+    traffic = await sessions_and_traffic(cli, config, "kill-org")
     worker = await start_worker(config)
     kills_done = asyncio.Event()
     producing = asyncio.create_task(
@@ -246,18 +264,7 @@ async def test_sigkill_while_ingesting_loses_and_repeats_nothing(
     kills_done.set()
     await producing
 
-    await wait_for_table(settings, "key_usage", lambda s: total_usage(s) == RECORDS, timeout=180)
-    requests = await read_to_end(settings.kafka.bootstrap_servers, settings.topics.requests)
-    assert counts_of(requests) == dict.fromkeys(KEYS, QUOTA)
-    expected = Counter({("key", key, str(limit)): 1 for key in KEYS for limit in LIMITS})
-    triggers = await consume(
-        settings.kafka.bootstrap_servers,
-        settings.topics.triggers,
-        until=lambda records: distinct_triggers_of(records) == expected,
-        timeout=120,
-    )
-    # Each threshold once, by id; a repeat is the same event (same id), never a second one.
-    assert distinct_triggers_of(triggers) == expected
+    await assert_each_request_and_threshold_once(settings)
 
 
 def ingest_child_of(worker: int) -> int | None:
@@ -296,16 +303,7 @@ async def test_workers_joining_and_leaving_while_ingesting_count_every_request_o
     config = ingest_config(make_config, monitor={"global_trigger_limits": LIMITS})
     settings = await topics_of(config)
     tyk_topic = settings.ingest.sources[0].topic
-    await put(
-        cli,
-        config,
-        "sessions",
-        {key: {"org_id": "move-org", "quota_max": QUOTA, "quota_renewal_rate": 0} for key in KEYS},
-    )
-    traffic = [
-        tyk_pump_message(key=KEYS[i % len(KEYS)], org_id="move-org", api_id="a", ts=T0 + i / 100)
-        for i in range(RECORDS)
-    ]
+    traffic = await sessions_and_traffic(cli, config, "move-org")
     second_config = {
         **config,
         "data_dir": str(tmp_path / "second"),
@@ -348,17 +346,7 @@ async def test_workers_joining_and_leaving_while_ingesting_count_every_request_o
     moves_done.set()
     await producing
 
-    await wait_for_table(settings, "key_usage", lambda s: total_usage(s) == RECORDS, timeout=180)
-    requests = await read_to_end(settings.kafka.bootstrap_servers, settings.topics.requests)
-    assert counts_of(requests) == dict.fromkeys(KEYS, QUOTA)
-    expected = Counter({("key", key, str(limit)): 1 for key in KEYS for limit in LIMITS})
-    triggers = await consume(
-        settings.kafka.bootstrap_servers,
-        settings.topics.triggers,
-        until=lambda records: distinct_triggers_of(records) == expected,
-        timeout=120,
-    )
-    assert distinct_triggers_of(triggers) == expected
+    await assert_each_request_and_threshold_once(settings)
 
 
 async def test_the_ingest_process_is_started_again_and_dies_with_its_worker(
