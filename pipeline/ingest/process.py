@@ -3,7 +3,8 @@
 The relay's work is Python for every source record (reading a Tyk Pump message, summing,
 record batches), and a worker's event loop runs on one core, which it shares with the usage
 stage counting what the relay makes: in the worker's own loop the two took turns on one core
-while the machine's other core sat a third idle. A child gives the relay a core of its own.
+while two thirds of the machine's other core sat idle. A child gives the relay a core of its
+own.
 
 How the two hold together:
 - the worker starts the child (``python -m pipeline.ingest.process``) and writes it its
@@ -64,7 +65,10 @@ class IngestProcess:
         self._running = True
         try:
             while not self._stopping.is_set():
-                status = await self._run_child()
+                try:
+                    status: int | str = await self._run_child()
+                except OSError as exc:  # no process to be had (limits, memory): try again
+                    status = f"none: {exc}"
                 if self._stopping.is_set():
                     break
                 log.warning(
@@ -111,11 +115,17 @@ class IngestProcess:
         assert child.stdin is not None
         assert child.stdout is not None
         order = (self._settings, self._loglevel, os.getpid())
-        child.stdin.write(pickle.dumps(order))
-        await child.stdin.drain()
+        with contextlib.suppress(ConnectionError):  # it died at once: its status tells
+            child.stdin.write(pickle.dumps(order))
+            await child.stdin.drain()
         # stdin stays open: its end tells the child that the worker has gone.
         async for line in child.stdout:
-            self._counted(Tally.from_json(line))
+            try:
+                tally = Tally.from_json(line)
+            except (ValueError, TypeError):  # a library's print, not ours: shown, not fatal
+                log.warning("ingest process wrote %r", line[:200])
+                continue
+            self._counted(tally)
         return await child.wait()
 
 
