@@ -1,7 +1,8 @@
-"""The ingest stage: every configured source topic read by a relay of the worker
-(pipeline.engine.relay), each partition's batch turned into summed gateway.requests records,
-org partials for the requests that count for their org only, and rejections, committed with
-the batch's source offsets in one transaction."""
+"""The ingest stage: every configured source topic read by a relay (pipeline.engine.relay, in
+the worker's ingest process: pipeline.ingest.process), each partition's batch turned into
+summed gateway.requests records, org partials for the requests that count for their org only,
+and rejections, committed with the batch's source offsets in one transaction; each commit
+counted in the worker's metrics as a Tally."""
 
 from __future__ import annotations
 

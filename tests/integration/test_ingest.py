@@ -43,14 +43,15 @@ def usage_of(state: dict[str, Any], subject: str) -> int | None:
     return ((state.get(subject) or {}).get("current") or {}).get("usage")
 
 
-def ingest_config(make_config: Any, **sections: Any) -> dict[str, Any]:
+def ingest_config(make_config: Any, own_process: bool = True, **sections: Any) -> dict[str, Any]:
     config = make_config(**sections)
     name = config["app_id"]
     config["ingest"] = {
+        "own_process": own_process,
         "sources": [
             {"format": "tyk-pump", "topic": f"{name}.tyk-analytics"},
             {"format": "apisix-kafka-logger", "topic": f"{name}.apisix", "org_id": "acme"},
-        ]
+        ],
     }
     return config
 
@@ -84,10 +85,13 @@ def counts_of(records: list[Any]) -> Counter[str]:
     return counted
 
 
+@pytest.mark.parametrize("own_process", [True, False], ids=["own-process", "worker-loop"])
 async def test_tyk_pump_and_apisix_traffic_fires_each_threshold_once(
-    make_config, cli, topics_of, start_worker
+    make_config, cli, topics_of, start_worker, own_process
 ):
-    config = ingest_config(make_config, monitor={"global_trigger_limits": [50, 80, 100]})
+    config = ingest_config(
+        make_config, own_process, monitor={"global_trigger_limits": [50, 80, 100]}
+    )
     settings = await topics_of(config)
     tyk_topic, apisix_topic = (source.topic for source in settings.ingest.sources)
     await put(
