@@ -19,6 +19,10 @@ from pipeline.ingest.hits import Hit
 from pipeline.usage.partials import PartialSums, encode_partials
 
 
+def _second(item: tuple[tuple[str, str, str | None, float], int]) -> float:
+    return item[0][3]
+
+
 class Aggregate:
     """The hits of one source partition's batch."""
 
@@ -42,8 +46,12 @@ class Aggregate:
             self.add(*hit)
 
     def request_counts(self) -> Iterator[tuple[bytes, bytes]]:
-        """(record key, RequestCount) of every key's second."""
-        for (key, org_id, api_id, second), count in self._keyed.items():
+        """(record key, RequestCount) of every key's second, earliest second first: the usage
+        stage opens a key's period at the first record it applies, and a record before that
+        counts without firing. In first-seen order, a batch of messages out of time order
+        (Tyk Pump flushes its buffer as it fills) could open the period at a later second and
+        leave the last threshold crossed by an earlier one, never fired."""
+        for (key, org_id, api_id, second), count in sorted(self._keyed.items(), key=_second):
             value = {"ts": second, "org_id": org_id, "key": key, "count": count}
             if api_id is not None:
                 value["api_id"] = api_id

@@ -38,6 +38,18 @@ def test_a_key_s_hits_in_one_second_are_one_record_at_that_second() -> None:
     ]
 
 
+def test_sums_come_earliest_second_first_whatever_order_the_hits_came_in() -> None:
+    aggregate = Aggregate()
+    aggregate.add_all(
+        [Hit(103.5, "o", "k", "a"), Hit(101.2, "o", "k", "a"), Hit(102.0, "o", "j", "a")]
+    )
+    assert [orjson.loads(value)["ts"] for _, value in aggregate.request_counts()] == [
+        101.0,
+        102.0,
+        103.0,
+    ]
+
+
 def test_org_only_hits_become_partials_of_the_source_stream() -> None:
     aggregate = Aggregate()
     aggregate.add_all(
