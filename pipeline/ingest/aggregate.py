@@ -11,11 +11,10 @@ periods are counted in whole seconds (``quota_renews``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import orjson
 
-from pipeline.ingest.hits import Hit
 from pipeline.usage.partials import PartialSums, encode_partials
 
 
@@ -40,10 +39,6 @@ class Aggregate:
             keyed[group] = keyed.get(group, 0) + 1
         else:
             self._org_only.add(org_id, second, 1)
-
-    def add_all(self, hits: Iterable[Hit]) -> None:
-        for hit in hits:
-            self.add(*hit)
 
     def request_counts(self) -> Iterator[tuple[bytes, bytes]]:
         """(record key, RequestCount) of every key's second, earliest second first: the usage

@@ -30,7 +30,6 @@ import pickle
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from pipeline.config import Settings
 from pipeline.ingest.stage import Tally, ingest_relay
@@ -153,16 +152,16 @@ async def _relay(settings: Settings) -> None:
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     # stdin ends when the worker has gone (its pipe closed), whatever stopped it.
-    loop.add_reader(sys.stdin.fileno(), _stop_at_end_of(sys.stdin.buffer, stop))
+    loop.add_reader(sys.stdin.fileno(), _stop_at_end_of(sys.stdin.fileno(), stop))
     running = asyncio.create_task(relay.run())
     await stop.wait()
     await relay.stop()
     await running
 
 
-def _stop_at_end_of(stream: Any, stop: asyncio.Event) -> Callable[[], None]:
+def _stop_at_end_of(fd: int, stop: asyncio.Event) -> Callable[[], None]:
     def readable() -> None:
-        if not os.read(stream.fileno(), 4096):
+        if not os.read(fd, 4096):
             stop.set()
 
     return readable

@@ -12,7 +12,6 @@ from hypothesis import given
 
 from pipeline.config import ApisixSource, TykPumpSource
 from pipeline.devtools.gateway_logs import apisix_entry, tyk_pump_message
-from pipeline.ingest.aggregate import Aggregate
 from pipeline.ingest.apisix import apisix_reader
 from pipeline.ingest.hits import Reader
 from pipeline.ingest.tyk_pump import tyk_pump_reader
@@ -20,7 +19,7 @@ from pipeline.records.requests import decode_request
 from pipeline.usage.partials import decode_partial
 from tests.fuzz.inputs import hostile
 from tests.fuzz.test_decoders import FUZZ, outcome
-from tests.unit.ingest.reading import hits_of
+from tests.unit.ingest.reading import aggregate_of, hits_of
 
 TYK = orjson.loads(tyk_pump_message(key="k1", org_id="o1", api_id="a1", ts=1_714_558_530.5))
 APISIX = [
@@ -33,8 +32,7 @@ def assert_accepted_downstream(read: Reader, value: bytes | None) -> None:
     hits = outcome(lambda: hits_of(read, value))
     if hits is None:
         return
-    aggregate = Aggregate()
-    aggregate.add_all(hits)
+    aggregate = aggregate_of(hits)
     for key, record in aggregate.request_counts():
         request = decode_request(key, record)
         assert math.isfinite(request.ts)

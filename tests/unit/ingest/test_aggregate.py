@@ -10,6 +10,7 @@ from pipeline.ingest.aggregate import Aggregate
 from pipeline.ingest.hits import Hit
 from pipeline.records.requests import decode_request
 from pipeline.usage.partials import decode_partial, is_new, marked
+from tests.unit.ingest.reading import aggregate_of
 
 
 def requests_of(aggregate: Aggregate) -> list[dict]:
@@ -22,8 +23,7 @@ def requests_of(aggregate: Aggregate) -> list[dict]:
 
 
 def test_a_key_s_hits_in_one_second_are_one_record_at_that_second() -> None:
-    aggregate = Aggregate()
-    aggregate.add_all(
+    aggregate = aggregate_of(
         [
             Hit(100.7, "o", "k", "a"),
             Hit(100.2, "o", "k", "a"),
@@ -39,8 +39,7 @@ def test_a_key_s_hits_in_one_second_are_one_record_at_that_second() -> None:
 
 
 def test_sums_come_earliest_second_first_whatever_order_the_hits_came_in() -> None:
-    aggregate = Aggregate()
-    aggregate.add_all(
+    aggregate = aggregate_of(
         [Hit(103.5, "o", "k", "a"), Hit(101.2, "o", "k", "a"), Hit(102.0, "o", "j", "a")]
     )
     assert [orjson.loads(value)["ts"] for _, value in aggregate.request_counts()] == [
@@ -51,8 +50,7 @@ def test_sums_come_earliest_second_first_whatever_order_the_hits_came_in() -> No
 
 
 def test_org_only_hits_become_partials_of_the_source_stream() -> None:
-    aggregate = Aggregate()
-    aggregate.add_all(
+    aggregate = aggregate_of(
         [Hit(100.7, "o", "", "a"), Hit(100.2, "o", "", None), Hit(5.0, "p", "", None)]
     )
     partials = {key: decode_partial(value) for key, value in aggregate.org_partials("tyk/3", 41)}
@@ -84,8 +82,7 @@ hits = st.lists(
 
 @given(hits)
 def test_every_hit_is_counted_once_for_its_key_or_its_org(batch: list[Hit]) -> None:
-    aggregate = Aggregate()
-    aggregate.add_all(batch)
+    aggregate = aggregate_of(batch)
     counted: dict[tuple[str, str], int] = {}
     for record in requests_of(aggregate):
         group = (record["org_id"], record["key"])
